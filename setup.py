@@ -1,0 +1,46 @@
+"""DISPatch: selective-patch knowledge distillation for speech enhancement, on espnet2."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+
+def requirements(path: str) -> list:
+    lines = (here / path).read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+version = {}
+exec((here / "dispatch" / "version.py").read_text(), version)
+
+setup(
+    name="dispatch-enh",
+    version=version["__version__"],
+    description="DISPatch / MSSP / DFKD knowledge distillation for speech enhancement as espnet2 recipes",
+    long_description=(here / "README.md").read_text() if (here / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["dispatch", "dispatch.*"]),
+    # torch and espnet are installed by tools/install.sh first (see README: espnet's pins fight torch>=2.13);
+    # listed here so that a plain `pip install .` into a ready environment checks for them.
+    install_requires=[
+        "torch>=2.1",
+        "espnet>=202412",
+        "espnet_model_zoo",
+        "kaldiio",
+        "soundfile",
+        "pesq",
+        "pystoi",
+        "numpy",
+        "pyyaml",
+        "typeguard",
+    ],
+    extras_require={"test": requirements("tools/requirements-test.txt")},
+    entry_points={
+        "console_scripts": [
+            "dispatch-enh-kd-train=dispatch.bin.enh_kd_train:main",
+        ],
+    },
+)
