@@ -1,0 +1,1 @@
+"""Data preparation: corpora, data directories and audio I/O."""

@@ -1,0 +1,127 @@
+"""Loading a frozen espnet2 enhancement teacher and running it like SeparateSpeech does."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Tuple
+
+import torch
+import yaml
+
+# Preference order for the weights of an experiment directory (espnet2 trainer's file names).
+_EXP_MODEL_GLOBS = ("valid.*.ave.pth", "valid.*.ave_*best.pth", "valid.*.best.pth", "*epoch.pth", "latest.pth")
+
+
+class TeacherError(ValueError):
+    """A teacher that cannot be found, resolved or used with this student."""
+
+
+def _pick_model_file(exp_dir: Path) -> Path:
+    for pattern in _EXP_MODEL_GLOBS:
+        # Numeric order, so that 10epoch.pth comes after 9epoch.pth.
+        found = sorted(exp_dir.glob(pattern), key=lambda p: (len(p.name), p.name))
+        if found:
+            return found[-1]
+    raise TeacherError(f"teacher_model={exp_dir}: no weights found (looked for {', '.join(_EXP_MODEL_GLOBS)})")
+
+
+def resolve_teacher(
+    teacher_model: str, teacher_config: Optional[str] = None, teacher_model_file: Optional[str] = None
+) -> Tuple[Path, Path]:
+    """Find the config.yaml and weights of a teacher.
+
+    Args:
+        teacher_model: an espnet2 enhancement experiment dir (config.yaml + *.pth), a packed model zip
+            (``espnet2.bin.pack enh``), or an espnet_model_zoo / Hugging Face model name.
+        teacher_config, teacher_model_file: explicit paths that override what is found.
+
+    Returns:
+        (config.yaml, model file).
+    """
+    path = Path(teacher_model)
+    if path.is_dir():
+        config, model_file = path / "config.yaml", None
+        if not teacher_model_file:
+            model_file = _pick_model_file(path)
+    elif path.is_file():
+        config, model_file = _unpack_zoo(str(path.resolve()), teacher_model)
+    elif path.suffix == ".zip" or teacher_model.startswith((".", "/")):
+        raise TeacherError(f"teacher_model={teacher_model}: no such experiment dir or packed zip")
+    else:
+        config, model_file = _unpack_zoo(teacher_model, teacher_model)
+    config = Path(teacher_config) if teacher_config else config
+    model_file = Path(teacher_model_file) if teacher_model_file else model_file
+    for what, p in (("config", config), ("model file", model_file)):
+        if not p.is_file():
+            raise TeacherError(f"teacher_model={teacher_model}: {what} {p} does not exist")
+    return config, model_file
+
+
+def _unpack_zoo(name: str, option: str) -> Tuple[Path, Path]:
+    from espnet_model_zoo.downloader import ModelDownloader
+
+    try:
+        info = ModelDownloader().download_and_unpack(name, quiet=True)
+    except Exception as e:  # the zoo raises many kinds; offline is the common one
+        raise TeacherError(
+            f"teacher_model={option}: not an experiment dir or zip here, and espnet_model_zoo cannot resolve "
+            f"it ({type(e).__name__}: {e}); offline, give an experiment dir or a packed zip"
+        ) from e
+    try:
+        return Path(info["train_config"]), Path(info["model_file"])
+    except KeyError as e:
+        raise TeacherError(f"teacher_model={option}: the unpacked model has no {e} (keys: {sorted(info)})") from e
+
+
+def teacher_sample_rate(config: dict) -> Optional[int]:
+    """Sampling rate recorded in an espnet2 enhancement config, if any (``fs`` or STFT ``default_fs``)."""
+    if config.get("fs"):
+        return int(config["fs"])
+    fs = (config.get("encoder_conf") or {}).get("default_fs")
+    return int(fs) if fs else None
+
+
+def load_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[torch.nn.Module, dict]:
+    """Build the teacher with espnet2's EnhancementTask, frozen and in eval mode.
+
+    Returns:
+        (model, its config as a dict).
+    """
+    from espnet2.tasks.enh import EnhancementTask
+
+    with open(config) as f:
+        conf = yaml.safe_load(f)
+    model, _ = EnhancementTask.build_model_from_file(str(config), str(model_file), device)
+    if getattr(model, "num_spk", 1) != 1:
+        raise TeacherError(f"teacher {config}: KD supports single-output enhancement models, num_spk={model.num_spk}")
+    model.eval()
+    model.requires_grad_(False)
+    n_params = sum(p.numel() for p in model.parameters())
+    logging.info(f"Teacher: {model_file} ({n_params / 1e6:.2f}M parameters, frozen)")
+    return model, conf
+
+
+@torch.no_grad()
+def teacher_enhance(teacher: torch.nn.Module, speech_mix: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Enhanced waveform of the teacher, with the same input normalisation as SeparateSpeech.
+
+    Args:
+        speech_mix: (batch, samples) noisy input.
+        lengths: (batch,) valid samples.
+
+    Returns:
+        (batch, samples) enhanced speech, cut or zero-padded to the input length.
+    """
+    mix = speech_mix
+    scale = None
+    if getattr(teacher, "normalize_variance", False) or getattr(teacher, "normalize_variance_per_ch", False):
+        scale = torch.std(mix, dim=1, keepdim=True)
+        mix = mix / scale
+    speech_pre, *_ = teacher.forward_enhance(mix, lengths, {})
+    out = speech_pre[0]
+    if scale is not None:
+        out = out * scale
+    n = speech_mix.shape[1]
+    if out.shape[1] >= n:
+        return out[:, :n]
+    return torch.nn.functional.pad(out, (0, n - out.shape[1]))
