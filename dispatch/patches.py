@@ -112,8 +112,7 @@ def patch_layout(
     band: torch.Tensor,
     start: torch.Tensor,
     patch_sizes: Sequence[PatchSize],
-    n_freq: int,
-    n_frames: int,
+    shape: Tuple[int, int, int],
     frame_valid: Optional[torch.Tensor] = None,
 ) -> PatchLayout:
     """Assign every bin to a patch of its band.
@@ -122,12 +121,13 @@ def patch_layout(
         band: (batch or 1, freq, time or 1) long band of each bin.
         start: same shape, first bin of that band (in this frame).
         patch_sizes: ``(freq_bins, frames)`` for each band.
-        n_freq, n_frames: spectrogram size F, T.
+        shape: spectrogram size (batch, freq, time).
         frame_valid: (batch, time) bool, frames inside each utterance; None = all.
 
     Returns:
         The PatchLayout, its index of shape (batch, freq, time).
     """
+    batch, n_freq, n_frames = shape
     device = band.device
     sizes = torch.tensor(patch_sizes, device=device, dtype=torch.long)  # (bands, 2)
     fp_max = max(math.ceil(n_freq / f) for f, _ in patch_sizes)
@@ -140,7 +140,6 @@ def patch_layout(
     freq_patch = (freqs - start) // sizes[band, 0]
     time_patch = frames // sizes[band, 1]
     index = band * slots_per_band + freq_patch * tp_max + time_patch
-    batch = frame_valid.shape[0] if frame_valid is not None else band.shape[0]
     index = index.expand(batch, n_freq, n_frames)
     if frame_valid is not None:
         index = index.masked_fill(~frame_valid.unsqueeze(1), num_bands * slots_per_band)

@@ -29,7 +29,12 @@ class AudioInfo:
     frames: int
     samplerate: int
     channels: int
+    format: str
     subtype: str
+
+    def is_pcm16_wav_at(self, fs: int) -> bool:
+        """Whether the file already is what the recipes write: 16-bit PCM wav at ``fs`` Hz."""
+        return self.format == "WAV" and self.subtype == PCM_16 and self.samplerate == fs
 
 
 def probe(path: PathLike) -> AudioInfo:
@@ -60,7 +65,7 @@ def probe(path: PathLike) -> AudioInfo:
         )
     if info.frames == 0:
         raise ValueError(f"{path}: no samples")
-    return AudioInfo(info.frames, info.samplerate, info.channels, info.subtype)
+    return AudioInfo(info.frames, info.samplerate, info.channels, info.format, info.subtype)
 
 
 def read_audio(path: PathLike, fs: int) -> np.ndarray:
@@ -78,12 +83,6 @@ def write_wav(path: PathLike, data: np.ndarray, fs: int) -> None:
     data = np.clip(data, -1.0, _INT16_MAX)
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, fs, subtype=PCM_16, format="WAV")
-
-
-def is_pcm16_at(path: PathLike, fs: int) -> bool:
-    """Whether ``path`` is already a 16-bit PCM wav file at rate ``fs`` (header check only)."""
-    info = sf.info(str(path))
-    return info.format == "WAV" and info.subtype == PCM_16 and info.samplerate == fs
 
 
 def convert_wav(src: PathLike, dst: PathLike, fs: int) -> Path:

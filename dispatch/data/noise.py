@@ -4,6 +4,7 @@ Every generator is pure: it draws only from the ``numpy.random.Generator`` it is
 reproduces the noise exactly. Generators return float64 arrays of shape (num_samples,) with unit RMS;
 the level is set afterwards by :func:`mix_at_snr`.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple

@@ -158,14 +158,14 @@ class DISPatchLoss(torch.nn.Module):
 
     def layout(self, teacher_spec: torch.Tensor, frame_valid: Optional[torch.Tensor]) -> PatchLayout:
         """Patch layout for a batch; DFKD's crossover comes from the teacher magnitude."""
-        _, n_freq, n_frames = teacher_spec.shape
+        n_freq = teacher_spec.shape[1]
         if self.crossover:
             from dispatch.losses.dfkd import dfkd_crossover
 
             band, start = crossover_band_edges(dfkd_crossover(teacher_spec.abs()), n_freq)
         else:
             band, start = fixed_band_edges(n_freq, self.edge_bins, device=teacher_spec.device)
-        return patch_layout(band, start, self.patch_sizes, n_freq, n_frames, frame_valid)
+        return patch_layout(band, start, self.patch_sizes, teacher_spec.shape, frame_valid)
 
     def band_distance(self, a: torch.Tensor, b: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
         """Patch distances (batch, bands, slots), each band by its own distance."""
@@ -184,31 +184,37 @@ class DISPatchLoss(torch.nn.Module):
         batch = student.shape[0]
         waves = [student, teacher.detach()] + ([clean] if self.needs_clean else [])
         specs = self.spectrogram(torch.cat(waves, dim=0)).split(batch, dim=0)
-        s_spec, t_spec = specs[0], specs[1]
         frame_valid = None
         if lengths is not None:
             n_frames = 1 + lengths.to(student.device) // self.hop_length
-            frame_valid = torch.arange(s_spec.shape[-1], device=student.device) < n_frames.unsqueeze(1)
-        layout = self.layout(t_spec, frame_valid)
-        valid = layout.by_band(layout.counts > 0)
+            frame_valid = torch.arange(specs[0].shape[-1], device=student.device) < n_frames.unsqueeze(1)
+        return self.forward_spec(specs[0], specs[1], specs[2] if self.needs_clean else None, frame_valid)
 
+    def forward_spec(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        clean: Optional[torch.Tensor] = None,
+        frame_valid: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """The loss on complex spectrograms (batch, freq, frames); frame_valid: (batch, frames) bool."""
+        layout = self.layout(teacher, frame_valid)
+        valid = layout.by_band(layout.counts > 0)
         with torch.no_grad():
             score = None
             if self.needs_clean:
-                y_spec = specs[2]
                 score = knowledge_gap_score(
-                    self.band_distance(s_spec, y_spec, layout), self.band_distance(t_spec, y_spec, layout)
+                    self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
                 )
-            selected = select_patches(score, valid, self.topk, self.selection)  # (B, bands, slots)
+            selected = select_patches(score, valid, self.topk, self.selection)  # (batch, bands, slots)
             weight = layout.by_band(layout.counts) * selected  # selected bins per slot
 
-        weighted = (self.band_distance(s_spec, t_spec, layout) * weight).sum(dim=(0, 2))  # (bands,)
+        weighted = (self.band_distance(student, teacher.detach(), layout) * weight).sum(dim=(0, 2))  # (bands,)
         n_selected = weight.sum(dim=(0, 2))
         if self.per_band_terms:
             loss = (weighted / n_selected.clamp(min=1)).sum()
         else:
             loss = weighted.sum() / n_selected.sum().clamp(min=1)
-
         self._record(layout, selected, weight, valid)
         return loss
 
