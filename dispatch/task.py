@@ -23,6 +23,7 @@ from espnet2.train.class_choices import ClassChoices
 from espnet2.utils.types import int_or_none, str_or_none
 import torch
 
+from dispatch.checkpoint import atomic_torch_save, restore_epoch_snapshot
 from dispatch.losses import KD_LOSSES
 from dispatch.model import TEACHER_STREAM, ESPnetEnhancementKDModel
 from dispatch.teacher import TeacherError, load_teacher, resolve_teacher, teacher_sample_rate
@@ -49,6 +50,14 @@ class EnhancementKDTask(EnhancementTask):
         group.add_argument("--task_weight", type=float, default=1.0, help="Weight of the student's own loss")
         group.add_argument("--fs", type=int_or_none, default=None,
                            help="Sampling rate of the data; checked against the teacher's")
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        # Kill-safe training: atomic checkpoint writes, and a lost epoch snapshot restored on resume.
+        if args.resume and args.output_dir:
+            restore_epoch_snapshot(args.output_dir)
+        with atomic_torch_save():
+            super().main_worker(args)
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False):
