@@ -15,6 +15,8 @@ from typing import Iterator
 
 import torch
 
+from dispatch.data.atomic import atomic_path
+
 _torch_save = torch.save
 
 
@@ -22,13 +24,8 @@ def atomic_save(obj, f, *args, **kwargs) -> None:
     """``torch.save`` that writes a path through a temporary file and an atomic rename."""
     if not isinstance(f, (str, os.PathLike)):
         return _torch_save(obj, f, *args, **kwargs)
-    path = Path(f)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(f) as tmp:
         _torch_save(obj, tmp, *args, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

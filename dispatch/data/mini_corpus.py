@@ -14,7 +14,8 @@ Written::
 
 ``wav.scp`` holds the noisy input, ``spk1.scp`` the clean reference; speaker ids are voice names and
 prefix the utterance ids. A rerun with the same options does nothing; other options rebuild everything.
-Audio and data dirs are written under temporary names and renamed when complete.
+Audio is written to ``<audio_dir>.tmp`` and renamed when complete, list files atomically, and the stamp
+last, so an interrupted build is redone from scratch.
 
 Usage::
 
@@ -72,20 +73,20 @@ NOISES: Dict[str, NoiseMaker] = {
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    """Everything that determines the corpus (the stamp is this, serialized)."""
+    """Everything that determines the corpus (the stamp is this, serialized); defaults are the CLI's."""
 
     data_dir: str
     audio_dir: str
     sizes: Dict[str, int]
-    fs: int = 16000
-    seed: int = 0
-    voices: Tuple[str, ...] = DEFAULT_VOICES
-    stretch_range: Tuple[float, float] = (0.8, 1.3)
-    duration_range: Tuple[float, float] = (1.5, 3.0)
-    snr_range: Tuple[float, float] = (-5.0, 5.0)
-    noises: Tuple[Tuple[str, float], ...] = ()
-    max_noises: int = 2
-    test_fraction: float = 0.2
+    fs: int
+    seed: int
+    voices: Tuple[str, ...]
+    stretch_range: Tuple[float, float]
+    duration_range: Tuple[float, float]
+    snr_range: Tuple[float, float]
+    noises: Tuple[Tuple[str, float], ...]
+    max_noises: int
+    test_fraction: float
 
     def __post_init__(self) -> None:
         def check(ok: bool, option: str, expected: str, got: object) -> None:
@@ -234,17 +235,8 @@ def fit_duration(x: np.ndarray, rng: np.random.Generator, min_len: int, max_len:
 def synthesize(utt: Utterance, flite: str, config: CorpusConfig, workdir: Path) -> np.ndarray:
     """Clean speech of ``utt``: flite, resampled to ``config.fs``, trimmed and fitted: (T,) float64."""
     raw = workdir / f"{utt.uid}.wav"
-    cmd = [
-        flite,
-        "-voice",
-        utt.voice,
-        "--setf",
-        f"duration_stretch={utt.stretch}",
-        "-t",
-        utt.sentence,
-        "-o",
-        str(raw),
-    ]
+    options = ["-voice", utt.voice, "--setf", f"duration_stretch={utt.stretch}", "-o", str(raw)]
+    cmd = [flite, *options, "-t", utt.sentence]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not raw.exists():
         raise RuntimeError(f"flite failed for {utt.uid} ({' '.join(cmd)}): {result.stderr.strip()}")
@@ -316,6 +308,8 @@ def build_corpus(config: CorpusConfig, nj: int = 1) -> bool:
         config: what to build.
         nj: number of concurrent flite processes.
     """
+    if nj < 1:
+        raise ValueError(f"--nj: expected at least 1, got {nj}")
     if is_built(config):
         logger.info(f"{config.audio_dir}: up to date with these options, skipping (remove {STAMP} to force)")
         return False
@@ -331,11 +325,10 @@ def build_corpus(config: CorpusConfig, nj: int = 1) -> bool:
     tmp.mkdir(parents=True)
     (tmp / MARKER).touch()
     logger.info(f"synthesizing {len(plan)} utterances with {nj} flite processes")
-    with tempfile.TemporaryDirectory(dir=tmp) as workdir, ThreadPoolExecutor(max(1, nj)) as pool:
+    with tempfile.TemporaryDirectory(dir=tmp) as workdir, ThreadPoolExecutor(nj) as pool:
         # Threads suffice: the work is in flite subprocesses and in numpy/soxr, which release the GIL.
-        speech = dict(
-            zip((u.uid for u in plan), pool.map(lambda u: synthesize(u, flite, config, Path(workdir)), plan))
-        )
+        clips = pool.map(lambda utt: synthesize(utt, flite, config, Path(workdir)), plan)
+        speech = {utt.uid: clip for utt, clip in zip(plan, clips)}
     for utt in plan:
         clean, noisy = mix(utt, speech[utt.uid], [speech[uid] for uid in utt.babble], config.fs)
         write_wav(_audio_path(tmp, utt, "clean"), clean, config.fs)
@@ -362,11 +355,11 @@ def get_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             f"--num-{subset}",
             type=int,
-            help=f"{subset} utterances (default {DEFAULT_SIZES[subset]}, --small {SMALL_SIZES[subset]})",
+            help=f"{subset} utterances; None: {DEFAULT_SIZES[subset]}, or {SMALL_SIZES[subset]} with --small",
         )
     parser.add_argument("--small", action="store_true", help="CI-size defaults for the --num-* options")
     parser.add_argument("--fs", type=int, default=16000, help="sampling rate of the written audio (Hz)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     parser.add_argument("--nj", type=int, default=2, help="concurrent flite processes")
     parser.add_argument("--voices", default=",".join(DEFAULT_VOICES), help="comma-separated flite voices")
     parser.add_argument(
@@ -402,10 +395,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> CorpusConfig:
+    """The corpus options of parsed arguments, paths made absolute (they go into wav.scp)."""
     defaults = SMALL_SIZES if args.small else DEFAULT_SIZES
-    sizes = {
-        s: defaults[s] if getattr(args, f"num_{s}") is None else getattr(args, f"num_{s}") for s in SUBSETS
-    }
+    sizes = {s: getattr(args, f"num_{s}") for s in SUBSETS}
+    sizes = {s: defaults[s] if n is None else n for s, n in sizes.items()}
     return CorpusConfig(
         data_dir=str(Path(args.data_dir).resolve()),
         audio_dir=str(Path(args.audio_dir).resolve()),

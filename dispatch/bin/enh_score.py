@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Score enhanced speech per utterance; write Kaldi-style score files, summary.json and result.txt.
+
+Example:
+    python -m dispatch.bin.enh_score --ref_scp data/test/spk1.scp \\
+        --inf_scp exp/x/enhanced_test/spk1.scp --output_dir exp/x/enhanced_test/scoring \\
+        --metrics pesq_wb,stoi,estoi,si_sdr,sdr,csig,cbak,covl --nj 2
+
+Outputs (under --output_dir; the unprocessed input of --noisy_scp goes to <output_dir>/noisy/):
+    <METRIC>       "uttid value" lines sorted by uttid, e.g. PESQ_WB, SI_SDR ("nan": no score)
+    summary.json   {"config": ..., "enhanced": {METRIC: {mean, std, count, num_nan}}, "noisy": ...}
+    result.txt     the same summary as a table
+Per-utterance scores are appended to partial_scores.jsonl while running, so a killed run resumes
+where it stopped; a rerun whose summary.json matches the arguments does nothing.
+"""
+import argparse
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from dispatch.scoring import INTRUSIVE_DEFAULT, NON_INTRUSIVE_DEFAULT, METRICS, MetricError, Scorer
+from dispatch.scoring.dnsmos import DNSMOSUnavailableError
+from dispatch.scoring.inputs import ScoringInputError, check_pair, check_same_keys, load_pair, read_scp
+
+PARTIAL = "partial_scores.jsonl"
+SUMMARY = "summary.json"
+RESULT = "result.txt"
+Scores = Dict[str, float]
+
+
+class Job(NamedTuple):
+    system: str  # "enhanced" or "noisy"
+    utt: str
+    est_path: str
+    ref_path: Optional[str]
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary name in the same folder, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def file_fingerprint(path: Optional[str]) -> Optional[Dict[str, str]]:
+    """Absolute path and content hash of an scp file, so that a changed list is rescored."""
+    if path is None:
+        return None
+    return {"path": str(Path(path).resolve()), "sha1": hashlib.sha1(Path(path).read_bytes()).hexdigest()}
+
+
+class PartialScores:
+    """Append-only JSON-lines cache of finished utterances, valid only for one configuration.
+
+    The first line holds the configuration; each later line one {"system", "utt", "scores"}.
+    A line cut short by a kill is dropped when the cache is reopened.
+    """
+
+    def __init__(self, path: Path, config: dict):
+        self.path = path
+        self.done: Dict[Tuple[str, str], Scores] = {}
+        records = self._read(config)
+        lines = [json.dumps({"config": config})] + [json.dumps(r) for r in records]
+        atomic_write(path, "".join(line + "\n" for line in lines))  # drops a torn last line
+        self._file = open(path, "a", encoding="utf-8")
+
+    def _read(self, config: dict) -> List[dict]:
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            same_config = json.loads(lines[0]).get("config") == config
+        except (IndexError, json.JSONDecodeError):
+            same_config = False
+        if not same_config:
+            logging.warning(f"{self.path} was written with other arguments; starting afresh")
+            return []
+        records = []
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # torn by a kill
+            self.done[record["system"], record["utt"]] = record["scores"]
+            records.append(record)
+        return records
+
+    def add(self, system: str, utt: str, scores: Scores) -> None:
+        self.done[system, utt] = scores
+        self._file.write(json.dumps({"system": system, "utt": utt, "scores": scores}) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_scorer: Optional[Scorer] = None
+_tolerance_s = 0.0
+
+
+def _init_worker(scorer: Scorer, tolerance_s: float) -> None:
+    global _scorer, _tolerance_s
+    _scorer, _tolerance_s = scorer, tolerance_s
+
+
+def _score(job: Job) -> Tuple[str, str, Scores]:
+    """Score one utterance in a worker; errors name the utterance and file."""
+    est, ref, fs = load_pair(job.utt, job.est_path, job.ref_path, _tolerance_s)
+    try:
+        return job.system, job.utt, _scorer(ref, est, fs)
+    except MetricError as e:
+        raise MetricError(f"{job.utt} ({job.est_path}): {e}") from None
+
+
+def _run(jobs: Sequence[Job], scorer: Scorer, tolerance_s: float, nj: int) -> Iterator[Tuple[str, str, Scores]]:
+    """Scores of the jobs as they finish, from ``nj`` worker processes (in this process if nj is 1)."""
+    if nj <= 1 or len(jobs) <= 1:
+        _init_worker(scorer, tolerance_s)
+        yield from map(_score, jobs)
+        return
+    with multiprocessing.Pool(nj, initializer=_init_worker, initargs=(scorer, tolerance_s)) as pool:
+        yield from pool.imap_unordered(_score, jobs)
+
+
+def summarize(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """Mean, (population) std and count of the finite values, and how many were NaN."""
+    finite = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
+    has = len(finite) > 0
+    return {
+        "mean": float(finite.mean()) if has else None,
+        "std": float(finite.std()) if has else None,
+        "count": len(finite),
+        "num_nan": len(values) - len(finite),
+    }
+
+
+def result_table(summary: Dict[str, Dict[str, dict]], metrics: Sequence[str]) -> str:
+    """Human-readable "mean ± std (count)" table, with the improvement over the noisy input if scored."""
+    systems = [s for s in ("enhanced", "noisy") if s in summary]
+    header = ["metric"] + systems + (["improvement"] if len(systems) == 2 else [])
+    rows = [header]
+    for name in (m.upper() for m in metrics):
+        stats = [summary[s][name] for s in systems]
+        cells = [name] + [
+            "-" if st["mean"] is None else f"{st['mean']:.4f} ± {st['std']:.4f} ({st['count']})" for st in stats
+        ]
+        if len(systems) == 2:
+            gain = None if None in (stats[0]["mean"], stats[1]["mean"]) else stats[0]["mean"] - stats[1]["mean"]
+            cells.append("-" if gain is None else f"{gain:+.4f}")
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in rows)
+
+
+def write_outputs(output_dir: Path, scores: Dict[Tuple[str, str], Scores], utts_of: Dict[str, List[str]],
+                  metrics: Sequence[str], config: dict) -> None:
+    """Score files per system and metric, then result.txt, then summary.json (which marks completion)."""
+    summary: Dict[str, Dict[str, dict]] = {}
+    for system, utts in utts_of.items():
+        folder = output_dir if system == "enhanced" else output_dir / system
+        folder.mkdir(parents=True, exist_ok=True)
+        utts = sorted(utts)
+        summary[system] = {}
+        for name in metrics:
+            values = [scores[system, utt][name] for utt in utts]
+            missing = [utt for utt, value in zip(utts, values) if math.isnan(value)]
+            if missing:
+                logging.warning(f"{system} {name.upper()}: no score (nan) for {len(missing)} utterance(s), e.g. {missing[:5]}")
+            atomic_write(folder / name.upper(), "".join(f"{u} {v!r}\n" for u, v in zip(utts, values)))
+            summary[system][name.upper()] = summarize(values)
+    atomic_write(output_dir / RESULT, result_table(summary, metrics))
+    atomic_write(output_dir / SUMMARY, json.dumps({"config": config, **summary}, indent=2) + "\n")
+
+
+def is_complete(output_dir: Path, config: dict) -> bool:
+    """True if a previous run with the same configuration wrote its summary."""
+    try:
+        return json.loads((output_dir / SUMMARY).read_text(encoding="utf-8")).get("config") == config
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def plan_jobs(ref_scp: Optional[str], system_scps: Dict[str, str], scorer: Scorer, tolerance_s: float) -> List[Job]:
+    """Read the lists and check every pair's headers (keys, rates, lengths) before any scoring."""
+    ref = None if ref_scp is None else read_scp(ref_scp)
+    jobs = []
+    for system, scp in system_scps.items():
+        entries = read_scp(scp)
+        if ref is not None:
+            check_same_keys(ref, entries, ref_scp, scp)
+        for utt, path in entries.items():
+            ref_path = None if ref is None else ref[utt]
+            fs = check_pair(utt, path, ref_path, tolerance_s)
+            try:
+                scorer.check_rate(fs)
+            except ValueError as e:
+                raise ScoringInputError(f"{utt}: {path}: {e}") from None
+            jobs.append(Job(system, utt, path, ref_path))
+    return jobs
+
+
+def score(args: argparse.Namespace) -> None:
+    names = args.metrics or list(NON_INTRUSIVE_DEFAULT if args.no_ref else INTRUSIVE_DEFAULT)
+    scorer = Scorer(names, composite_pesq=args.composite_pesq, dnsmos_dir=args.dnsmos_dir)
+    if args.no_ref and scorer.needs_ref:
+        intrusive = [n for n in scorer.names if METRICS[n].needs_ref]
+        raise ScoringInputError(f"--no_ref allows reference-free metrics only, not {intrusive}")
+    if not args.no_ref and args.ref_scp is None:
+        raise ScoringInputError("--ref_scp is required unless --no_ref is given")
+    ref_scp = None if args.no_ref else args.ref_scp
+
+    config = {
+        "metrics": list(scorer.names),
+        "ref_scp": file_fingerprint(ref_scp),
+        "inf_scp": file_fingerprint(args.inf_scp),
+        "noisy_scp": file_fingerprint(args.noisy_scp),
+        "composite_pesq": args.composite_pesq,
+        "dnsmos_dir": args.dnsmos_dir,
+        "length_tolerance": args.length_tolerance,
+    }
+    output_dir = Path(args.output_dir)
+    if is_complete(output_dir, config):
+        logging.info(f"{output_dir / SUMMARY} is complete for these arguments; nothing to do")
+        return
+
+    system_scps = {"enhanced": args.inf_scp}
+    if args.noisy_scp is not None:
+        system_scps["noisy"] = args.noisy_scp
+    jobs = plan_jobs(ref_scp, system_scps, scorer, args.length_tolerance)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cache = PartialScores(output_dir / PARTIAL, config)
+    todo = [job for job in jobs if (job.system, job.utt) not in cache.done]
+    logging.info(f"scoring {len(todo)} of {len(jobs)} utterances ({len(jobs) - len(todo)} cached) with {args.nj} jobs")
+    try:
+        with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="enh_score", unit="utt") as bar:
+            for system, utt, scores in _run(todo, scorer, args.length_tolerance, args.nj):
+                cache.add(system, utt, scores)
+                bar.update()
+    finally:
+        cache.close()
+    utts_of = {system: [job.utt for job in jobs if job.system == system] for system in system_scps}
+    write_outputs(output_dir, cache.done, utts_of, scorer.names, config)
+    (output_dir / PARTIAL).unlink()
+    logging.info(f"wrote {output_dir / RESULT}:\n{(output_dir / RESULT).read_text(encoding='utf-8')}")
+
+
+def metric_list(text: str) -> List[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
+    return names
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Per-utterance speech enhancement scores (PESQ, STOI, SI-SDR, SDR, composite, DNSMOS)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--ref_scp", help="clean references: 'uttid /path.wav' lines")
+    parser.add_argument("--inf_scp", required=True, help="estimates to score: 'uttid /path.wav' lines")
+    parser.add_argument("--noisy_scp", help="also score the unprocessed input (written to <output_dir>/noisy)")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--metrics", type=metric_list, default=None,
+        help=f"comma-separated, from {', '.join(METRICS)}; default {','.join(INTRUSIVE_DEFAULT)} "
+        f"(with --no_ref: {','.join(NON_INTRUSIVE_DEFAULT)})",
+    )
+    parser.add_argument("--no_ref", action="store_true", help="no reference: reference-free metrics only")
+    parser.add_argument("--nj", type=int, default=1, help="number of worker processes")
+    parser.add_argument(
+        "--length_tolerance", type=float, default=0.02,
+        help="seconds by which an estimate may differ in length from its reference (both are cut to the shorter)",
+    )
+    parser.add_argument(
+        "--composite_pesq", choices=("nb_raw", "wb"), default="nb_raw",
+        help="PESQ inside CSIG/CBAK/COVL: raw narrow-band P.862 as in Loizou's composite.m, or wide-band MOS-LQO",
+    )
+    parser.add_argument("--dnsmos_dir", help="folder with sig_bak_ovr.onnx and model_v8.onnx (default: speechmos's)")
+    parser.add_argument(
+        "--log_level", type=str.upper, default="INFO", choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+    )
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    try:
+        score(args)
+    except (ScoringInputError, MetricError, DNSMOSUnavailableError) as e:
+        sys.exit(f"enh_score: error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# Knowledge distillation for speech enhancement on espnet2: teacher -> baseline student -> KD students.
+# Each recipe's run.sh sets the dataset options and calls this script; every option below can also be
+# given on the run.sh command line (`./run.sh --stage 6 --kd_configs conf/tuning/kd_dispatch_l2.yaml`).
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+SECONDS=0
+
+# General
+stage=1               # Processes starts from the specified stage.
+stop_stage=12         # Processes is stopped at the specified stage.
+ngpu=1                # The number of GPUs per node for training (0: CPU).
+num_nodes=1           # The number of nodes for training.
+nj=32                 # The number of parallel jobs (formatting, scoring).
+inference_nj=32       # The number of parallel jobs in enhancement.
+gpu_inference=false   # Whether to enhance on GPUs.
+dumpdir=dump          # Directory of formatted data.
+expdir=exp            # Directory of experiments.
+python=python3        # Python interpreter of the environment (path.sh activates it).
+
+# Data
+local_data_opts=""    # Options passed to local/data.sh.
+fs=16k                # Sampling rate of the formatted data (e.g. 16k, 16000).
+train_set=            # Training set name.
+valid_set=            # Validation set name.
+test_sets=            # Names of the test sets, space separated.
+min_wav_duration=0.1  # Utterances shorter than this (s) are dropped from training sets.
+
+# Models
+teacher_model=        # Given teacher (exp dir, packed zip or espnet_model_zoo name): skips teacher training.
+teacher_config=       # Config of the teacher trained in stage 4.
+student_config=       # Config of the student (baseline and every KD student).
+kd_configs=           # KD configs, space separated, each merged on top of the student config.
+teacher_args=         # Extra options for teacher training.
+student_args=         # Extra options for baseline and KD student training.
+tag_suffix=           # Suffix for every experiment name (e.g. _seed1).
+teacher_tag=          # Name of the teacher experiment (default: from the config file name).
+student_tag=          # Name of the baseline student experiment (default: from the config file name).
+skip_baseline=false   # Do not train the baseline (no-KD) student.
+
+# Enhancement and scoring
+inference_config=     # Config of espnet2.bin.enh_inference (e.g. segmenting of long utterances).
+inference_args=       # Extra options for espnet2.bin.enh_inference.
+inference_model=valid.loss.best.pth  # Weights used for enhancement and packing.
+score_metrics=        # Metrics for scoring (empty: the scorer's default list).
+results_md=RESULTS.md # Results table written by the results stage, in the recipe folder.
+
+# Packing and upload
+hf_repo_prefix=       # Hugging Face repo prefix (e.g. user/dispatch_mini): stage 12 uploads each model.
+
+help_message=$(cat <<HELP
+Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" --teacher_config <yaml> --student_config <yaml> [options]
+
+Stages:
+  1: data preparation (local/data.sh)          7: enhancement of the test sets by every model
+  2: formatting, resampling, validation        8: scoring
+  3: statistics (shape files)                  9: results table (${results_md})
+  4: teacher training, or --teacher_model      10: (reserved: teacher output cache)
+  5: baseline student training (no KD)         11: packing every model as an espnet2 zip
+  6: KD student training, one per --kd_configs 12: upload to the Hugging Face hub
+
+Options (defaults in brackets):
+  --stage [${stage}] --stop_stage [${stop_stage}] --ngpu [${ngpu}] --num_nodes [${num_nodes}]
+  --nj [${nj}] --inference_nj [${inference_nj}] --gpu_inference [${gpu_inference}]
+  --fs [${fs}] --dumpdir [${dumpdir}] --expdir [${expdir}] --local_data_opts ["${local_data_opts}"]
+  --teacher_model [${teacher_model}] --teacher_config --student_config --kd_configs "a.yaml b.yaml"
+  --teacher_args --student_args --tag_suffix --teacher_tag --student_tag --skip_baseline [${skip_baseline}]
+  --inference_config --inference_args --inference_model [${inference_model}] --score_metrics
+  --hf_repo_prefix
+HELP
+)
+
+log "$0 $*"
+run_args=$(printf '%q ' "$0" "$@")
+. utils/parse_options.sh
+if [ $# -ne 0 ]; then
+    log "Error: unexpected arguments: $*"; log "${help_message}"; exit 2
+fi
+
+. ./path.sh
+. ./cmd.sh
+
+# Sample rate as an integer (16k -> 16000).
+fs=$(${python} -c "import humanfriendly as h; print(int(h.parse_size('${fs}')))")
+[ -n "${train_set}" ] || { log "Error: --train_set is required"; exit 2; }
+[ -n "${valid_set}" ] || { log "Error: --valid_set is required"; exit 2; }
+[ -n "${test_sets}" ] || { log "Error: --test_sets is required"; exit 2; }
+for _opt in teacher_config student_config inference_config; do
+    _val=${!_opt}
+    if [ -n "${_val}" ] && [ ! -f "${_val}" ]; then
+        log "Error: --${_opt} ${_val}: no such file"; exit 2
+    fi
+done
+for _conf in ${kd_configs}; do
+    [ -f "${_conf}" ] || { log "Error: --kd_configs: ${_conf}: no such file"; exit 2; }
+done
+[ -n "${student_config}" ] || { log "Error: --student_config is required"; exit 2; }
+if [ -z "${teacher_model}" ] && [ -z "${teacher_config}" ]; then
+    log "Error: give --teacher_config (to train a teacher) or --teacher_model (to use one)"; exit 2
+fi
+
+data_feats=${dumpdir}/raw
+stats_dir=${expdir}/stats_${fs}
+conf_name() { basename "$1" | sed -e 's/\.yaml$//' -e 's/^train_//'; }
+teacher_tag=${teacher_tag:-teacher_$(conf_name "${teacher_config:-given}")}
+student_tag=${student_tag:-student_$(conf_name "${student_config}")}
+teacher_exp=${expdir}/enh_${teacher_tag}${tag_suffix}
+student_exp=${expdir}/enh_${student_tag}${tag_suffix}
+kd_exp() { echo "${expdir}/enh_${student_tag}_$(conf_name "$1")${tag_suffix}"; }
+[ -n "${teacher_model}" ] && teacher_exp=${teacher_model}
+
+# Models to enhance, score, pack: name=directory.
+models=("teacher=${teacher_exp}")
+[ "${skip_baseline}" = true ] || models+=("baseline=${student_exp}")
+for _conf in ${kd_configs}; do models+=("kd_$(conf_name "${_conf}")=$(kd_exp "${_conf}")"); done
+
+if [ "${gpu_inference}" = true ]; then _inf_cmd=${cuda_cmd}; _inf_ngpu=1; else _inf_cmd=${decode_cmd}; _inf_ngpu=0; fi
+
+# train <exp_dir> <config> <extra args...>: espnet2's launcher (multi-GPU / multi-node aware).
+train() {
+    local dir=$1 config=$2; shift 2
+    mkdir -p "${dir}/log"
+    log "Training ${dir} (log: ${dir}/log/train.log)"
+    # shellcheck disable=SC2086
+    ${python} -m espnet2.bin.launch \
+        --cmd "${cuda_cmd} --name $(basename "${dir}")" \
+        --log "${dir}/log/train.log" \
+        --ngpu "${ngpu}" \
+        --num_nodes "${num_nodes}" \
+        --init_file_prefix "${dir}/.dist_init_" \
+        --multiprocessing_distributed true -- \
+        ${python} -m dispatch.bin.enh_kd_train \
+            --use_preprocessor false \
+            --resume true \
+            --fs "${fs}" \
+            --train_data_path_and_name_and_type "${data_feats}/${train_set}/wav.scp,speech_mix,sound" \
+            --train_data_path_and_name_and_type "${data_feats}/${train_set}/spk1.scp,speech_ref1,sound" \
+            --train_shape_file "${stats_dir}/train/speech_mix_shape" \
+            --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/wav.scp,speech_mix,sound" \
+            --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/spk1.scp,speech_ref1,sound" \
+            --valid_shape_file "${stats_dir}/valid/speech_mix_shape" \
+            --fold_length $((fs * 8)) \
+            --config "${config}" \
+            --output_dir "${dir}" \
+            "$@"
+}
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
+    # shellcheck disable=SC2086
+    local/data.sh ${local_data_opts}
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    log "Stage 2: formatting data/ -> ${data_feats}/ at ${fs} Hz, with validation"
+    for dset in ${train_set} ${valid_set} ${test_sets}; do
+        _opts=""
+        if [ "${dset}" = "${train_set}" ] || [ "${dset}" = "${valid_set}" ]; then
+            _opts="--min_duration ${min_wav_duration}"
+        fi
+        # shellcheck disable=SC2086
+        ${python} -m dispatch.bin.format_data "data/${dset}" "${data_feats}/${dset}" \
+            --fs "${fs}" --nj "${nj}" ${_opts}
+    done
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    log "Stage 3: statistics: shape files in ${stats_dir}"
+    for pair in "train:${train_set}" "valid:${valid_set}"; do
+        _dir=${stats_dir}/${pair%%:*}; _src=${data_feats}/${pair#*:}/utt2num_samples
+        mkdir -p "${_dir}"
+        for _name in speech_mix_shape speech_ref1_shape; do
+            cp "${_src}" "${_dir}/${_name}.tmp" && mv "${_dir}/${_name}.tmp" "${_dir}/${_name}"
+        done
+    done
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    if [ -n "${teacher_model}" ]; then
+        log "Stage 4: using the given teacher ${teacher_model}"
+        ${python} -m dispatch.bin.resolve_teacher "${teacher_model}" >/dev/null
+    else
+        log "Stage 4: teacher training: ${teacher_config} -> ${teacher_exp}"
+        # shellcheck disable=SC2086
+        train "${teacher_exp}" "${teacher_config}" ${teacher_args}
+    fi
+fi
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ] && [ "${skip_baseline}" != true ]; then
+    log "Stage 5: baseline student training (no KD): ${student_config} -> ${student_exp}"
+    # shellcheck disable=SC2086
+    train "${student_exp}" "${student_config}" ${student_args}
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    for kd_config in ${kd_configs}; do
+        _dir=$(kd_exp "${kd_config}")
+        log "Stage 6: KD student training: ${student_config} + ${kd_config} -> ${_dir}"
+        mkdir -p "${_dir}"
+        ${python} -m dispatch.bin.merge_configs "${_dir}/train_config.yaml" "${student_config}" "${kd_config}"
+        # shellcheck disable=SC2086
+        train "${_dir}" "${_dir}/train_config.yaml" --teacher_model "${teacher_exp}" ${student_args}
+    done
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    for entry in "${models[@]}"; do
+        name=${entry%%=*}; dir=${entry#*=}
+        read -r _config _model < <(${python} -m dispatch.bin.resolve_teacher "${dir}" --model_file_name "${inference_model}")
+        _outbase=${dir}; [ -d "${dir}" ] || _outbase=${expdir}/enh_given_teacher
+        for dset in ${test_sets}; do
+            _out=${_outbase}/enhanced_${dset}
+            if [ -f "${_out}/spk1.scp" ]; then
+                log "Stage 7: ${name} on ${dset}: done already (${_out}/spk1.scp)"; continue
+            fi
+            log "Stage 7: enhancing ${dset} with ${name} (${_model}) -> ${_out}"
+            _logdir=${_out}/logdir; mkdir -p "${_logdir}"
+            _nj=$(min "${inference_nj}" "$(wc -l < "${data_feats}/${dset}/wav.scp")")
+            awk -v n="${_nj}" -v d="${_logdir}" '{ print > (d "/keys." ((NR - 1) % n + 1) ".scp") }' \
+                "${data_feats}/${dset}/wav.scp"
+            _opts=""; [ -n "${inference_config}" ] && _opts="--inference_config ${inference_config}"
+            # shellcheck disable=SC2086
+            ${_inf_cmd} --gpu "${_inf_ngpu}" JOB=1:"${_nj}" "${_logdir}/enh_inference.JOB.log" \
+                ${python} -m espnet2.bin.enh_inference \
+                    --ngpu "${_inf_ngpu}" --fs "${fs}" --normalize_output_wav true \
+                    --data_path_and_name_and_type "${data_feats}/${dset}/wav.scp,speech_mix,sound" \
+                    --key_file "${_logdir}/keys.JOB.scp" \
+                    --train_config "${_config}" --model_file "${_model}" \
+                    --output_dir "${_logdir}/output.JOB" ${_opts} ${inference_args}
+            for i in $(seq "${_nj}"); do cat "${_logdir}/output.${i}/spk1.scp"; done | sort > "${_out}/spk1.scp.tmp"
+            mv "${_out}/spk1.scp.tmp" "${_out}/spk1.scp"
+        done
+    done
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    _metrics=""; [ -n "${score_metrics}" ] && _metrics="--metrics ${score_metrics}"
+    for dset in ${test_sets}; do
+        log "Stage 8: scoring the unprocessed input of ${dset}"
+        # shellcheck disable=SC2086
+        ${python} -m dispatch.bin.enh_score --ref_scp "${data_feats}/${dset}/spk1.scp" \
+            --inf_scp "${data_feats}/${dset}/wav.scp" --output_dir "${expdir}/noisy/enhanced_${dset}/scoring" \
+            --nj "${nj}" ${_metrics}
+    done
+    for entry in "${models[@]}"; do
+        name=${entry%%=*}; dir=${entry#*=}
+        [ -d "${dir}" ] || dir=${expdir}/enh_given_teacher
+        for dset in ${test_sets}; do
+            log "Stage 8: scoring ${name} on ${dset}"
+            # shellcheck disable=SC2086
+            ${python} -m dispatch.bin.enh_score --ref_scp "${data_feats}/${dset}/spk1.scp" \
+                --inf_scp "${dir}/enhanced_${dset}/spk1.scp" --output_dir "${dir}/enhanced_${dset}/scoring" \
+                --nj "${nj}" ${_metrics}
+        done
+    done
+fi
+
+if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    log "Stage 9: results table -> ${results_md}"
+    _models=(); for entry in "${models[@]}"; do
+        name=${entry%%=*}; dir=${entry#*=}; [ -d "${dir}" ] || dir=${expdir}/enh_given_teacher
+        _models+=("${name}=${dir}")
+    done
+    ${python} -m dispatch.bin.make_results --output "${results_md}" --test_sets "${test_sets}" \
+        --noisy "${expdir}/noisy" --baseline baseline --command "${run_args}" "${_models[@]}"
+fi
+
+if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
+    for entry in "${models[@]}"; do
+        name=${entry%%=*}; dir=${entry#*=}
+        if [ ! -d "${dir}" ]; then log "Stage 11: ${name} was given packed (${dir}): not repacked"; continue; fi
+        _zip=${dir}/packed_${name}.zip
+        if [ -f "${_zip}" ]; then log "Stage 11: ${_zip} exists"; continue; fi
+        log "Stage 11: packing ${name} -> ${_zip}"
+        _opts=(); [ -f "${results_md}" ] && _opts+=(--option "${results_md}")
+        ${python} -m dispatch.bin.pack_student --exp_dir "${dir}" --model_file "${inference_model}" \
+            --outpath "${_zip}" "${_opts[@]}"
+    done
+fi
+
+if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
+    if [ -z "${hf_repo_prefix}" ]; then
+        log "Stage 12: skipped (give --hf_repo_prefix user/name to upload each packed model to the Hugging Face hub)"
+    else
+        for entry in "${models[@]}"; do
+            name=${entry%%=*}; dir=${entry#*=}
+            [ -f "${dir}/packed_${name}.zip" ] || continue
+            log "Stage 12: uploading ${dir}/packed_${name}.zip -> ${hf_repo_prefix}_${name}"
+            ${python} -m dispatch.bin.upload_hf --zip "${dir}/packed_${name}.zip" \
+                --repo "${hf_repo_prefix}_${name}" --results "${results_md}"
+        done
+    fi
+fi
+
+log "Successfully finished. [elapsed=${SECONDS}s]"

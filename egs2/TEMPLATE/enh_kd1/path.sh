@@ -1,0 +1,15 @@
+# Sourced by run.sh and enh_kd.sh: activates the environment that tools/install.sh built.
+MAIN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+export MAIN_ROOT
+if [ -f "${MAIN_ROOT}/tools/activate_python.sh" ]; then
+    # shellcheck disable=SC1091
+    . "${MAIN_ROOT}/tools/activate_python.sh"
+else
+    echo "path.sh: ${MAIN_ROOT}/tools/activate_python.sh is missing: run tools/install.sh first" 1>&2
+    return 1 2>/dev/null || exit 1
+fi
+export PATH="${PWD}/utils:${PATH}"
+export LC_ALL=C
+export PYTHONIOENCODING=UTF-8
+# One BLAS thread per process: recipes parallelise over jobs (--nj), not inside them.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

@@ -1,0 +1,179 @@
+"""Noise generators, SNR mixing and the flite mini corpus (dispatch.data.noise, dispatch.data.mini_corpus)."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import welch
+
+from dispatch.data import mini_corpus, noise
+from dispatch.data.datadir import read_scp, validate_data_dir
+
+FS = 16000
+needs_flite = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="flite not installed (tools/install.sh)"
+)
+
+GENERATORS = {
+    "white": lambda rng: noise.white(FS, rng),
+    "pink": lambda rng: noise.pink(FS, rng, FS),
+    "brown": lambda rng: noise.brown(FS, rng, FS),
+    "babble": lambda rng: noise.babble([np.sin(np.arange(900) * k) for k in (0.1, 0.2, 0.3)], FS, rng),
+    "hum": lambda rng: noise.hum(FS, rng, FS),
+    "clicks": lambda rng: noise.clicks(FS, rng, FS),
+    "modulated": lambda rng: noise.amplitude_modulate(noise.white(FS, rng), rng, FS),
+}
+
+
+def slope_db_per_octave(x: np.ndarray, low: float = 100.0, high: float = 4000.0) -> float:
+    """Least-squares slope of the Welch PSD (dB) against log2(frequency) between low and high Hz."""
+    freqs, psd = welch(x, fs=FS, nperseg=4096)
+    band = (freqs >= low) & (freqs <= high)
+    return float(np.polyfit(np.log2(freqs[band]), 10 * np.log10(psd[band]), 1)[0])
+
+
+@pytest.mark.parametrize("name, expected", [("white", 0.0), ("pink", -3.01), ("brown", -6.02)])
+def test_colored_noise_slope(name, expected):
+    rng = np.random.default_rng(0)
+    x = noise.white(10 * FS, rng) if name == "white" else getattr(noise, name)(10 * FS, rng, FS)
+    assert slope_db_per_octave(x) == pytest.approx(expected, abs=0.5)
+
+
+@pytest.mark.parametrize("base", [50.0, 60.0])
+def test_hum_energy_at_mains_harmonics(base):
+    x = noise.hum(4 * FS, np.random.default_rng(2), FS, base_hz=base)
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / FS)
+    harmonics = np.isin(np.round(freqs, 6), base * np.arange(1, 9))
+    assert harmonics.sum() == 8
+    assert spectrum[harmonics].sum() > 0.999 * spectrum.sum()
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_generators_seeded_unit_rms(name):
+    make = GENERATORS[name]
+    a, b = make(np.random.default_rng(5)), make(np.random.default_rng(5))
+    assert a.shape == (FS,) and np.array_equal(a, b)
+    assert not np.array_equal(a, make(np.random.default_rng(6)))
+    assert noise.rms(a) == pytest.approx(1.0)
+
+
+def test_modulated_noise_is_nonstationary():
+    x = noise.amplitude_modulate(noise.white(4 * FS, np.random.default_rng(3)), np.random.default_rng(4), FS)
+    frame_db = 10 * np.log10(np.mean(x.reshape(-1, FS // 10) ** 2, axis=1))
+    assert frame_db.max() - frame_db.min() > 10.0
+
+
+@pytest.mark.parametrize("snr_db", [-5.0, 0.0, 7.3])
+def test_mix_at_snr_hits_snr(snr_db):
+    rng = np.random.default_rng(7)
+    speech, raw_noise = 0.1 * rng.standard_normal(FS), 3.0 * noise.pink(FS, rng, FS)
+    noisy, scaled = noise.mix_at_snr(speech, raw_noise, snr_db)
+    assert 10 * np.log10(np.sum(speech**2) / np.sum(scaled**2)) == pytest.approx(snr_db, abs=0.01)
+    np.testing.assert_allclose(noisy, speech + scaled)
+
+
+def test_mix_at_snr_rejects_bad_input():
+    ones = np.ones(100)
+    with pytest.raises(ValueError, match="speech is empty, silent"):
+        noise.mix_at_snr(np.zeros(100), ones, 0.0)
+    with pytest.raises(ValueError, match="noise is empty, silent"):
+        noise.mix_at_snr(ones, np.zeros(100), 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        noise.mix_at_snr(ones, np.ones(99), 0.0)
+    with pytest.raises(ValueError, match="babble source 1"):
+        noise.babble([ones, np.zeros(10)], 100, np.random.default_rng(0))
+
+
+def tiny_args(tmp: Path, *extra: str) -> list:
+    return ["--data-dir", str(tmp / "data"), "--audio-dir", str(tmp / "data/local/mini"), "--num-train", "8",
+            "--num-valid", "3", "--num-test", "4", "--nj", "2", *extra]  # fmt: skip
+
+
+def test_plan_keeps_test_sentences_out_and_babble_from_other_sentences(tmp_path):
+    config = mini_corpus.config_from_args(mini_corpus.get_parser().parse_args(tiny_args(tmp_path)))
+    plan = mini_corpus.plan_corpus(config)
+    assert plan == mini_corpus.plan_corpus(config)
+    by_uid = {u.uid: u for u in plan}
+    train_valid = {u.sentence for u in plan if u.subset != "test"}
+    assert not train_valid & {u.sentence for u in plan if u.subset == "test"}
+    assert any(u.babble for u in plan)
+    for utt in plan:
+        assert all(by_uid[b].subset == utt.subset and by_uid[b].sentence != utt.sentence for b in utt.babble)
+
+
+def test_bad_options_name_the_option(tmp_path):
+    with pytest.raises(SystemExit, match="--snr-range: expected low <= high"):
+        mini_corpus.main(tiny_args(tmp_path, "--snr-range", "5", "-5"))
+    with pytest.raises(SystemExit, match="--noises: unknown noise 'rain'"):
+        mini_corpus.main(tiny_args(tmp_path, "--noises", "babble:2,rain:1"))
+
+
+def test_missing_flite_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SystemExit, match="'flite' binary was not found.*tools/install.sh"):
+        mini_corpus.main(tiny_args(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mini")
+    mini_corpus.main(tiny_args(root))
+    return root
+
+
+@needs_flite
+def test_corpus_data_dirs_are_valid(corpus):
+    sentences = {}
+    for subset, count in (("train", 8), ("valid", 3), ("test", 4)):
+        data_dir = corpus / "data" / subset
+        assert validate_data_dir(data_dir, fs=FS) == count
+        lists = [read_scp(data_dir / name) for name in ("wav.scp", "spk1.scp", "utt2spk", "text")]
+        assert all(list(scp) == sorted(lists[0]) for scp in lists)
+        for utt, noisy_path in lists[0].items():
+            noisy, clean = sf.info(noisy_path), sf.info(lists[1][utt])
+            assert Path(noisy_path).is_absolute() and utt.startswith(lists[2][utt] + "-")
+            assert (noisy.samplerate, noisy.subtype, noisy.frames) == (FS, "PCM_16", clean.frames)
+            assert 1.5 * FS <= noisy.frames <= 3.0 * FS
+        sentences[subset] = set(lists[3].values())
+    assert not sentences["test"] & (sentences["train"] | sentences["valid"])
+
+
+@needs_flite
+def test_rerun_skips_and_changed_options_rebuild(corpus, caplog):
+    wav_scp = corpus / "data/train/wav.scp"
+    stamp = corpus / "data/local/mini" / mini_corpus.STAMP
+    before = (wav_scp.stat().st_mtime_ns, stamp.stat().st_mtime_ns)
+    caplog.set_level(logging.INFO, logger=mini_corpus.__name__)
+    mini_corpus.main(tiny_args(corpus))
+    assert "up to date" in caplog.text
+    assert (wav_scp.stat().st_mtime_ns, stamp.stat().st_mtime_ns) == before
+
+    first_utt, first_path = next(iter(read_scp(wav_scp).items()))
+    old_audio = sf.read(first_path)[0]
+    mini_corpus.main(tiny_args(corpus, "--seed", "1", "--num-train", "5"))
+    assert json.loads(stamp.read_text())["seed"] == 1
+    assert len(read_scp(wav_scp)) == 5 and len(list(Path(first_path).parent.glob("*.wav"))) == 5
+    new_path = read_scp(wav_scp).get(first_utt)
+    assert new_path is None or not np.array_equal(sf.read(new_path)[0], old_audio)
+
+
+@needs_flite
+def test_same_seed_same_audio_whatever_nj(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    mini_corpus.main(tiny_args(a, "--nj", "1", "--num-train", "3"))
+    mini_corpus.main(tiny_args(b, "--nj", "2", "--num-train", "3"))
+    files = sorted(p.relative_to(a) for p in a.rglob("*.wav"))
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*.wav"))
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+
+
+@needs_flite
+def test_refuses_to_replace_a_foreign_audio_dir(tmp_path):
+    (tmp_path / "data/local/mini").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="was not made by this module"):
+        mini_corpus.main(tiny_args(tmp_path))
