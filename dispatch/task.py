@@ -28,6 +28,10 @@ from dispatch.losses import KD_LOSSES
 from dispatch.model import TEACHER_STREAM, ESPnetEnhancementKDModel
 from dispatch.teacher import TeacherError, load_teacher, resolve_teacher, teacher_sample_rate
 
+# Config keys this task adds to espnet2's; pack_student drops them from the packed student.
+KD_CONFIG_KEYS = ("teacher_model", "teacher_config", "teacher_model_file", "kd_loss", "kd_loss_conf",
+                  "kd_weight", "task_weight")
+
 kd_loss_choices = ClassChoices(
     "kd_loss", classes=KD_LOSSES, type_check=torch.nn.Module, default=None, optional=True
 )

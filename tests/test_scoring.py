@@ -183,7 +183,8 @@ def test_cli_resumes_from_partial_cache(dataset, tmp_path):
         (out / name).unlink()
     # As left by a run killed while writing its third line: one finished utterance, one torn line.
     record = {"system": "enhanced", "utt": "utt1", "scores": {"si_sdr": 123.0, "stoi": 0.5}}
-    (out / enh_score.PARTIAL).write_text(json.dumps({"config": config}) + "\n" + json.dumps(record) + '\n{"system": "enh')
+    torn = '{"system": "enh'
+    (out / enh_score.PARTIAL).write_text(f"{json.dumps({'config': config})}\n{json.dumps(record)}\n{torn}")
 
     run_cli(dataset, out, "--metrics", "si_sdr,stoi", "--nj", "2")
     resumed = read_scores(out / "SI_SDR")

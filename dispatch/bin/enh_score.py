@@ -27,9 +27,21 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from dispatch.scoring import INTRUSIVE_DEFAULT, NON_INTRUSIVE_DEFAULT, METRICS, MetricError, Scorer
+from dispatch.scoring import (
+    INTRUSIVE_DEFAULT,
+    METRICS,
+    NON_INTRUSIVE_DEFAULT,
+    MetricError,
+    Scorer,
+)
 from dispatch.scoring.dnsmos import DNSMOSUnavailableError
-from dispatch.scoring.inputs import ScoringInputError, check_pair, check_same_keys, load_pair, read_scp
+from dispatch.scoring.inputs import (
+    ScoringInputError,
+    check_pair,
+    check_same_keys,
+    load_pair,
+    read_scp,
+)
 
 PARTIAL = "partial_scores.jsonl"
 SUMMARY = "summary.json"
@@ -174,7 +186,7 @@ def write_outputs(output_dir: Path, scores: Dict[Tuple[str, str], Scores], utts_
             values = [scores[system, utt][name] for utt in utts]
             missing = [utt for utt, value in zip(utts, values) if math.isnan(value)]
             if missing:
-                logging.warning(f"{system} {name.upper()}: no score (nan) for {len(missing)} utterance(s), e.g. {missing[:5]}")
+                logging.warning(f"{system} {name.upper()}: nan for {len(missing)} utterance(s), e.g. {missing[:5]}")
             atomic_write(folder / name.upper(), "".join(f"{u} {v!r}\n" for u, v in zip(utts, values)))
             summary[system][name.upper()] = summarize(values)
     atomic_write(output_dir / RESULT, result_table(summary, metrics))
@@ -273,7 +285,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument(
         "--metrics", type=metric_list, default=None,
-        help=f"comma-separated, from {', '.join(METRICS)}; default {','.join(INTRUSIVE_DEFAULT)} "
+        help=f"comma-separated, from {', '.join(METRICS)}; None: {','.join(INTRUSIVE_DEFAULT)} "
         f"(with --no_ref: {','.join(NON_INTRUSIVE_DEFAULT)})",
     )
     parser.add_argument("--no_ref", action="store_true", help="no reference: reference-free metrics only")
@@ -286,7 +298,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--composite_pesq", choices=("nb_raw", "wb"), default="nb_raw",
         help="PESQ inside CSIG/CBAK/COVL: raw narrow-band P.862 as in Loizou's composite.m, or wide-band MOS-LQO",
     )
-    parser.add_argument("--dnsmos_dir", help="folder with sig_bak_ovr.onnx and model_v8.onnx (default: speechmos's)")
+    parser.add_argument("--dnsmos_dir", help="folder with sig_bak_ovr.onnx and model_v8.onnx; None: speechmos's")
     parser.add_argument(
         "--log_level", type=str.upper, default="INFO", choices=("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
     )
