@@ -106,18 +106,20 @@ fi
 
 data_feats=${dumpdir}/raw
 stats_dir=${expdir}/stats_${fs}
-conf_name() { basename "$1" | sed -e 's/\.yaml$//' -e 's/^train_//'; }
+# Experiment names come from the config file names (symlinks resolved): conf/tuning/train_enh_x.yaml -> x.
+conf_name() { basename "$(readlink -f "$1")" | sed -e 's/\.yaml$//' -e 's/^train_//' -e 's/^enh_//'; }
 teacher_tag=${teacher_tag:-teacher_$(conf_name "${teacher_config:-given}")}
 student_tag=${student_tag:-student_$(conf_name "${student_config}")}
-teacher_exp=${expdir}/enh_${teacher_tag}${tag_suffix}
-student_exp=${expdir}/enh_${student_tag}${tag_suffix}
-kd_exp() { echo "${expdir}/enh_${student_tag}_$(conf_name "$1")${tag_suffix}"; }
+teacher_exp=${expdir}/${teacher_tag}${tag_suffix}
+student_exp=${expdir}/${student_tag}${tag_suffix}
+kd_exp() { echo "${expdir}/${student_tag}_$(conf_name "$1")${tag_suffix}"; }
 [ -n "${teacher_model}" ] && teacher_exp=${teacher_model}
+given_teacher_dir=${expdir}/teacher_given  # outputs of a teacher given as a zip or zoo name
 
 # Models to enhance, score, pack: name=directory.
 models=("teacher=${teacher_exp}")
 [ "${skip_baseline}" = true ] || models+=("baseline=${student_exp}")
-for _conf in ${kd_configs}; do models+=("kd_$(conf_name "${_conf}")=$(kd_exp "${_conf}")"); done
+for _conf in ${kd_configs}; do models+=("$(conf_name "${_conf}")=$(kd_exp "${_conf}")"); done
 
 if [ "${gpu_inference}" = true ]; then _inf_cmd=${cuda_cmd}; _inf_ngpu=1; else _inf_cmd=${decode_cmd}; _inf_ngpu=0; fi
 
@@ -212,7 +214,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     for entry in "${models[@]}"; do
         name=${entry%%=*}; dir=${entry#*=}
         read -r _config _model < <(${python} -m dispatch.bin.resolve_teacher "${dir}" --model_file_name "${inference_model}")
-        _outbase=${dir}; [ -d "${dir}" ] || _outbase=${expdir}/enh_given_teacher
+        _outbase=${dir}; [ -d "${dir}" ] || _outbase=${given_teacher_dir}
         for dset in ${test_sets}; do
             _out=${_outbase}/enhanced_${dset}
             if [ -f "${_out}/spk1.scp" ]; then
@@ -249,7 +251,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     done
     for entry in "${models[@]}"; do
         name=${entry%%=*}; dir=${entry#*=}
-        [ -d "${dir}" ] || dir=${expdir}/enh_given_teacher
+        [ -d "${dir}" ] || dir=${given_teacher_dir}
         for dset in ${test_sets}; do
             log "Stage 8: scoring ${name} on ${dset}"
             # shellcheck disable=SC2086
@@ -263,7 +265,7 @@ fi
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     log "Stage 9: results table -> ${results_md}"
     _models=(); for entry in "${models[@]}"; do
-        name=${entry%%=*}; dir=${entry#*=}; [ -d "${dir}" ] || dir=${expdir}/enh_given_teacher
+        name=${entry%%=*}; dir=${entry#*=}; [ -d "${dir}" ] || dir=${given_teacher_dir}
         _models+=("${name}=${dir}")
     done
     ${python} -m dispatch.bin.make_results --output "${results_md}" --test_sets "${test_sets}" \

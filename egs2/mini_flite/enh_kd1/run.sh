@@ -7,7 +7,7 @@ set -euo pipefail
 ci=false
 if [ "${1:-}" = "--ci" ]; then ci=$2; shift 2; fi
 
-kd_configs="conf/tuning/kd_l2.yaml conf/tuning/kd_dispatch_l2.yaml conf/tuning/kd_dfkd_dispatch_mssp.yaml"
+kd_configs="conf/kd/kd_l2.yaml conf/kd/kd_dispatch_l2.yaml conf/kd/kd_dfkd_dispatch_mssp.yaml"
 local_data_opts="--nj 2"
 train_args=""
 if [ "${ci}" = true ]; then
@@ -23,6 +23,7 @@ fi
     --train_set train \
     --valid_set valid \
     --test_sets "test" \
+    --inference_model valid.si_snr_loss.best.pth \
     --local_data_opts "${local_data_opts}" \
     --teacher_config conf/train_teacher.yaml \
     --student_config conf/train_student.yaml \

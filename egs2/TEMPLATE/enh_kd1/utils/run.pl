@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Run a command, or an array of jobs, on this machine; each job writes a Kaldi-style log.
+
+Usage: run.pl [options] [JOB=a:b] LOGFILE COMMAND...
+
+This is our own Python 3 implementation of the command-line interface of Kaldi's run.pl
+(not a port of the Perl code).  The file is called run.pl because espnet2.bin.launch picks
+its job backend from the file name of the first word of --cmd.  utils/slurm.pl loads this
+file for its option parsing and command quoting, so both accept the same command lines.
+
+Options (each takes a value; '-' and '_' are the same in names; a later occurrence wins,
+so callers such as espnet2.bin.launch can append to a preset "${cuda_cmd}"):
+  --max-jobs-run N   run at most N jobs at once (default: all)
+  --gpu N            accepted but no GPU is assigned: jobs see the caller's
+                     CUDA_VISIBLE_DEVICES, so a user's own device selection is respected
+  --num_threads N    only reported in the log footer
+  --num_nodes N      must be 1 (use slurm.pl for several nodes)
+  --mem X, --time X, --name X, --config F
+                     accepted and ignored (they matter to slurm.pl)
+
+JOB=a:b (any upper/lower-case name, or JOB=a for one job) runs jobs a..b; the string JOB
+in LOGFILE and COMMAND is replaced by the job index.
+
+COMMAND: a single word is a bash command line used as is ("a | b > c"); several words are
+quoted where needed so that the job gets exactly these words (python -c "print(1)"),
+except bare shell operators (|, &&, ;, >, 2>&1, ...) which keep their meaning as in Kaldi
+(`cmd1 \\| cmd2`).  Jobs run as `bash -c` with pipefail set and stdin from /dev/null.
+
+Each log file gets "# <command>" and "# Started at <date>", the job's stdout and stderr,
+"# Accounting: time=<s> threads=<n>" and "# Ended (code <rc>) at <date>".  The exit status
+is 0 only if every job succeeds.  SIGINT/SIGTERM kill the running jobs.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+USAGE = "usage: {prog} [options] [JOB=a:b] LOGFILE COMMAND..."
+
+# Options with integer values, and their smallest allowed value.
+INT_OPTIONS = {"max_jobs_run": 1, "gpu": 0, "num_threads": 1, "num_nodes": 1}
+OPTIONS = (*INT_OPTIONS, "mem", "time", "name", "config")
+
+JOB_ARRAY = re.compile(r"^([A-Za-z_]\w*)=(\d+)(?::(\d+))?$")
+# Words kept unquoted so that Kaldi-style `a \| b` and `\> file` still work.
+SHELL_OPERATOR = re.compile(r"^(\|\|?|&&|;|&|&>>?|[0-9]*(<|>>?|>&[0-9]+|<&[0-9]+))$")
+
+
+@dataclass
+class Request:
+    """A parsed command line: options, job array, log file pattern and bash command."""
+
+    log: str
+    command: str
+    options: dict[str, str | int] = field(default_factory=dict)
+    var: str | None = None  # name of the job-index variable, e.g. "JOB"
+    first: int = 1
+    last: int = 1
+
+    def tasks(self) -> list[int | None]:
+        """Job indices to run; [None] when no JOB=a:b was given."""
+        return list(range(self.first, self.last + 1)) if self.var else [None]
+
+    def expand(self, text: str, task: int | None) -> str:
+        """Replace the job variable in `text` by the job index, as Kaldi does (plain text)."""
+        return text if task is None else text.replace(self.var, str(task))
+
+
+def check_option(name: str, value: str, prog: str, where: str = "") -> str | int:
+    """Validate one option value; integer options are returned as int."""
+    if name not in OPTIONS:
+        sys.exit(f"{prog}: {where}unknown option --{name}; expected one of: "
+                 + ", ".join(f"--{o}" for o in OPTIONS))
+    if name not in INT_OPTIONS:
+        return value
+    low = INT_OPTIONS[name]
+    if not value.isdigit() or int(value) < low:
+        sys.exit(f"{prog}: {where}--{name} expects an integer >= {low}, got '{value}'")
+    return int(value)
+
+
+def shell_join(words: list[str]) -> str:
+    """Join command words into one bash command line (see COMMAND in the module doc)."""
+    if len(words) == 1:
+        return words[0]
+    return " ".join(w if SHELL_OPERATOR.match(w) else shlex.quote(w) for w in words)
+
+
+def parse_command_line(argv: list[str], prog: str) -> Request:
+    """Parse `[options] [JOB=a:b] [options] LOGFILE COMMAND...` (options may follow JOB=)."""
+    options: dict[str, str | int] = {}
+    array = None
+    while argv:
+        if argv[0].startswith("--"):
+            if len(argv) < 2:
+                sys.exit(f"{prog}: option {argv[0]} needs a value\n" + USAGE.format(prog=prog))
+            name = argv[0][2:].replace("-", "_")
+            options[name] = check_option(name, argv[1], prog)
+            argv = argv[2:]
+        elif array is None and JOB_ARRAY.match(argv[0]):
+            array = JOB_ARRAY.match(argv[0])
+            argv = argv[1:]
+        else:
+            break
+    if len(argv) < 2:
+        sys.exit(f"{prog}: expected LOGFILE and COMMAND after the options\n" + USAGE.format(prog=prog))
+    request = Request(log=argv[0], command=shell_join(argv[1:]), options=options)
+    if array:
+        request.var = array.group(1)
+        request.first = int(array.group(2))
+        request.last = int(array.group(3) or array.group(2))
+        if request.first > request.last:
+            sys.exit(f"{prog}: empty job range {array.group(0)}")
+        if request.first != request.last and request.var not in request.log:
+            sys.exit(f"{prog}: {array.group(0)} runs several jobs but the log file "
+                     f"'{request.log}' does not contain {request.var}: they would share it")
+    return request
+
+
+def now() -> str:
+    """The date as `date` prints it, for log headers."""
+    return time.strftime("%a %b %e %H:%M:%S %Z %Y")
+
+
+class LocalRunner:
+    """Runs the jobs of one request in parallel and kills them on request."""
+
+    def __init__(self, request: Request):
+        self.request = request
+        self.lock = threading.Lock()
+        self.running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def run_job(self, task: int | None) -> int:
+        """Run one job with its log header and footer; returns its exit code."""
+        command = self.request.expand(self.request.command, task)
+        log = Path(self.request.expand(self.request.log, task))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w", encoding="utf-8") as f:
+            f.write(f"# {command}\n# Started at {now()}\n")
+            f.flush()
+            start = time.time()
+            with self.lock:
+                if self.stopping:
+                    return 1
+                # A session of its own, so that killing it also kills pipelines it started.
+                proc = subprocess.Popen(
+                    ["bash", "-c", "set -o pipefail; " + command], stdin=subprocess.DEVNULL,
+                    stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+                self.running.add(proc)
+            code = proc.wait()
+            with self.lock:
+                self.running.discard(proc)
+            code = 128 - code if code < 0 else code  # killed by a signal: as bash reports it
+            threads = self.request.options.get("num_threads", 1)
+            f.write(f"# Accounting: time={int(time.time() - start)} threads={threads}\n"
+                    f"# Ended (code {code}) at {now()}\n")
+        return code
+
+    def kill_all(self) -> int:
+        """Stop starting jobs and terminate the running ones; returns how many were running."""
+        with self.lock:
+            self.stopping = True
+            for proc in self.running:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            return len(self.running)
+
+
+def interrupt(signum: int, _frame) -> None:
+    """Turn SIGINT/SIGTERM into KeyboardInterrupt so that both end up killing the jobs."""
+    raise KeyboardInterrupt(signum)
+
+
+def main(argv: list[str]) -> int:
+    request = parse_command_line(argv, "run.pl")
+    if request.options.get("num_nodes", 1) > 1:
+        sys.exit("run.pl: --num_nodes must be 1 (run.pl runs on this machine); use slurm.pl")
+    tasks = request.tasks()
+    runner = LocalRunner(request)
+    # Also SIGINT: a shell starting us in the background would have it ignored otherwise.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+    pool = ThreadPoolExecutor(max_workers=request.options.get("max_jobs_run", len(tasks)))
+    try:
+        codes = list(pool.map(runner.run_job, tasks))
+    except KeyboardInterrupt as e:
+        pool.shutdown(wait=False, cancel_futures=True)
+        killed = runner.kill_all()
+        signum = e.args[0] if e.args else signal.SIGINT
+        print(f"run.pl: interrupted, killed {killed} running job(s), logs in {request.log}",
+              file=sys.stderr)
+        return 128 + signum
+    pool.shutdown()
+    failed = sum(code != 0 for code in codes)
+    if failed:
+        print(f"run.pl: {failed} / {len(codes)} failed, log is in {request.log}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
