@@ -12,11 +12,11 @@ FS = 16000
 
 
 def write_data_dir(root: Path, name: str, n_utts: int, seed: int, seconds=(0.8, 1.2)) -> Path:
-    """Noisy/clean pairs of harmonic 'speech' in white noise, as data/<name>/{wav.scp,spk1.scp,utt2spk,shape}."""
+    """Noisy/clean pairs of harmonic 'speech' in white noise as a Kaldi data dir, plus a shape file."""
     rng = np.random.default_rng(seed)
     d = root / name
     (d / "wav").mkdir(parents=True, exist_ok=True)
-    rows = {"wav.scp": [], "spk1.scp": [], "utt2spk": [], "speech_mix_shape": []}
+    rows = {"wav.scp": [], "spk1.scp": [], "utt2spk": [], "spk2utt": [], "speech_mix_shape": []}
     for i in range(n_utts):
         n = int(FS * rng.uniform(*seconds))
         t = np.arange(n) / FS
@@ -30,6 +30,7 @@ def write_data_dir(root: Path, name: str, n_utts: int, seed: int, seconds=(0.8, 
         rows["wav.scp"].append(f"{utt} {d / 'wav' / f'{utt}_noisy.wav'}")
         rows["spk1.scp"].append(f"{utt} {d / 'wav' / f'{utt}_clean.wav'}")
         rows["utt2spk"].append(f"{utt} {utt}")
+        rows["spk2utt"].append(f"{utt} {utt}")
         rows["speech_mix_shape"].append(f"{utt} {n}")
     for file, lines in rows.items():
         (d / file).write_text("\n".join(sorted(lines)) + "\n")

@@ -137,7 +137,6 @@ train() {
         --init_file_prefix "${dir}/.dist_init_" \
         --multiprocessing_distributed true -- \
         ${python} -m dispatch.bin.enh_kd_train \
-            --use_preprocessor false \
             --resume true \
             --fs "${fs}" \
             --train_data_path_and_name_and_type "${data_feats}/${train_set}/wav.scp,speech_mix,sound" \

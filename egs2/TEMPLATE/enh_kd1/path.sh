@@ -1,5 +1,6 @@
 # Sourced by run.sh and enh_kd.sh: activates the environment that tools/install.sh built.
-MAIN_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+# Resolved through the recipe's symlink, so recipes work from any folder.
+MAIN_ROOT=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../../.." && pwd)
 export MAIN_ROOT
 if [ -f "${MAIN_ROOT}/tools/activate_python.sh" ]; then
     # shellcheck disable=SC1091

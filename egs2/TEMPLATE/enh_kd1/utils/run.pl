@@ -199,10 +199,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt as e:
         pool.shutdown(wait=False, cancel_futures=True)
         killed = runner.kill_all()
-        signum = e.args[0] if e.args else signal.SIGINT
         print(f"run.pl: interrupted, killed {killed} running job(s), logs in {request.log}",
               file=sys.stderr)
-        return 128 + signum
+        return 128 + e.args[0]
     pool.shutdown()
     failed = sum(code != 0 for code in codes)
     if failed:
