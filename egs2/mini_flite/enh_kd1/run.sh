@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
 # Mini recipe: a corpus synthesized on this machine (flite voices + generated noises), every stage of
-# enh_kd.sh from data to RESULTS.md in minutes on 2 CPU cores. `./run.sh --ci true` is the smaller
-# version CI runs; any enh_kd.sh option can follow (e.g. `./run.sh --stage 6 --kd_configs "..."`).
+# enh_kd.sh from data to RESULTS.md in minutes on 2 CPU cores.
+#   ./run.sh                        # the shipped teacher (pretrained/), baseline and KD students
+#   ./run.sh --retrain_teacher true # stage 4 trains the teacher with conf/train_teacher.yaml instead
+#   ./run.sh --ci true              # the smaller version CI runs
+# Any enh_kd.sh option can follow (e.g. `./run.sh --stage 6 --kd_configs "conf/kd/kd_si_snr.yaml"`).
 set -euo pipefail
 
 ci=false
-if [ "${1:-}" = "--ci" ]; then ci=$2; shift 2; fi
+retrain_teacher=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --ci) ci=$2; shift 2 ;;
+        --retrain_teacher) retrain_teacher=$2; shift 2 ;;
+        *) break ;;
+    esac
+done
+
+# Trained here with conf/train_teacher.yaml on the default corpus (seed 0); see pretrained/README.md.
+teacher_model=pretrained/teacher_blstm.zip
+[ "${retrain_teacher}" = true ] && teacher_model=""
 
 kd_configs="conf/kd/kd_l2.yaml conf/kd/kd_dispatch_l2.yaml conf/kd/kd_dfkd_dispatch_mssp.yaml"
 local_data_opts="--nj 2"
@@ -26,6 +40,7 @@ fi
     --inference_model valid.si_snr_loss.best.pth \
     --local_data_opts "${local_data_opts}" \
     --teacher_config conf/train_teacher.yaml \
+    --teacher_model "${teacher_model}" \
     --student_config conf/train_student.yaml \
     --kd_configs "${kd_configs}" \
     --teacher_args "${train_args}" \
