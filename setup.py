@@ -23,6 +23,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["dispatch", "dispatch.*"]),
+    package_data={"dispatch.report": ["templates/*.j2"]},
     # torch and espnet are installed by tools/install.sh first (see README: espnet's pins fight torch>=2.13);
     # listed here so that a plain `pip install .` into a ready environment checks for them.
     install_requires=[
@@ -36,6 +37,9 @@ setup(
         "numpy",
         "pyyaml",
         "typeguard",
+        "jinja2",
+        "markdown",
+        "matplotlib",
     ],
     extras_require={"test": requirements("tools/requirements-test.txt")},
     entry_points={

@@ -7,7 +7,8 @@ deliberately *not* a registered submodule: it is absent from ``state_dict()``, `
 """
 from __future__ import annotations
 
-from typing import List, Optional
+import contextlib
+from typing import ContextManager, List, Optional
 
 import torch
 from espnet2.enh.espnet_model import ESPnetEnhancementModel
@@ -15,6 +16,22 @@ from espnet2.enh.espnet_model import ESPnetEnhancementModel
 from dispatch.teacher import teacher_enhance
 
 TEACHER_STREAM = "teacher_ref1"  # data-loader name of cached teacher outputs (an scp like spk1.scp)
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TEACHER_AUTOCAST_CHOICES = ("none", *AUTOCAST_DTYPES)
+
+
+def teacher_autocast_context(mode: str, device: torch.device) -> ContextManager:
+    """Mixed precision for the frozen teacher: ``torch.autocast`` on CUDA, a no-op elsewhere.
+
+    CPU autocast is left out on purpose: bf16 matmuls are slower than float32 on most CPUs.
+
+    Args:
+        mode: one of :data:`TEACHER_AUTOCAST_CHOICES`.
+        device: device of the teacher's input.
+    """
+    if mode == "none" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[mode])
 
 
 class ESPnetEnhancementKDModel(ESPnetEnhancementModel):
@@ -28,6 +45,8 @@ class ESPnetEnhancementKDModel(ESPnetEnhancementModel):
         kd_loss: a KD loss module (``forward(student, teacher, clean, lengths)``), see dispatch.losses.
         teacher: frozen teacher model, or None when every batch brings ``teacher_ref1``.
         kd_weight, task_weight: loss weights.
+        teacher_autocast: ``"none"``, ``"bf16"`` or ``"fp16"``: run the online teacher under autocast
+            on CUDA (see :func:`teacher_autocast_context`).
         **kwargs: arguments of :class:`ESPnetEnhancementModel`.
     """
 
@@ -38,9 +57,13 @@ class ESPnetEnhancementKDModel(ESPnetEnhancementModel):
         teacher: Optional[torch.nn.Module] = None,
         kd_weight: float = 1.0,
         task_weight: float = 1.0,
+        teacher_autocast: str = "none",
         **kwargs,
     ):
+        if teacher_autocast not in TEACHER_AUTOCAST_CHOICES:
+            raise ValueError(f"teacher_autocast={teacher_autocast!r} is not one of {TEACHER_AUTOCAST_CHOICES}")
         super().__init__(**kwargs)
+        self.teacher_autocast = teacher_autocast
         if self.num_spk != 1:
             raise ValueError(f"KD supports single-output enhancement students; separator has num_spk={self.num_spk}")
         self.kd_loss = kd_loss
@@ -63,7 +86,9 @@ class ESPnetEnhancementKDModel(ESPnetEnhancementModel):
             lengths = speech_mix_lengths
             if lengths is None:
                 lengths = speech_mix.new_full((speech_mix.shape[0],), speech_mix.shape[1], dtype=torch.long)
-            teacher_pre = teacher_enhance(self.teacher, speech_mix, lengths)
+            with teacher_autocast_context(self.teacher_autocast, speech_mix.device):
+                teacher_pre = teacher_enhance(self.teacher, speech_mix, lengths)
+            teacher_pre = teacher_pre.to(speech_mix.dtype)  # the KD loss runs in the student's precision
         else:
             raise RuntimeError(f"no teacher: give --teacher_model or a '{TEACHER_STREAM}' data stream")
         self._teacher_pre = teacher_pre

@@ -1,18 +1,194 @@
-"""RESULTS.md from an experiment tree: one table per test set, rows = models, columns = metrics."""
+"""RESULTS.md from an experiment tree: one table per test set, rows = models, columns = metrics.
+
+What is read (as written by stages 4-8 of ``enh_kd.sh``)::
+
+    <exp>/config.yaml                          model, and ``kd_loss`` / ``kd_loss_conf`` of a KD student
+    <exp>/enhanced_<set>/scoring/summary.json  metric means (dispatch.bin.enh_score)
+    <exp>/enhanced_<set>/scoring/<METRIC>      per-utterance scores (to choose the pictured utterances)
+    <exp>/enhanced_<set>/spk1.scp              enhanced audio (pictures)
+    <exp>/checkpoint.pth or log/train.log      training statistics (curves)
+    <data_dir>/<set>/wav.scp, spk1.scp         noisy input and clean reference (pictures)
+
+Each KD row is compared with the baseline student and with its *plain KD* reference: the KD row with
+``selection: all`` and the same KD loss and options apart from the patch selection ones
+(:data:`SELECTION_OPTIONS`), e.g. ``kd_dispatch_l2`` with ``kd_l2``; or one row named by the user.
+"""
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
+import logging
+import math
 import os
 import platform
+import re
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import yaml
+
+from dispatch.losses import KD_LOSSES, DISPatchLoss, build_kd_loss
+from dispatch.plots import (
+    read_training_log,
+    save_band_selection_png,
+    save_selection_png,
+    save_training_curves_png,
+    selection_keys,
+)
+from dispatch.report.choose import choose_utterances
+from dispatch.report.inputs import read_scores
+from dispatch.scoring.inputs import load_pair, read_scp
+from dispatch.teacher import teacher_sample_rate
+from dispatch.version import __version__
 
 # Column order; metrics not listed here follow in alphabetical order.
 METRIC_ORDER = ("PESQ_WB", "PESQ_NB", "STOI", "ESTOI", "SI_SDR", "SDR", "CSIG", "CBAK", "COVL",
                 "DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL")
+# kd_loss_conf options that choose *where* KD applies; the others define the distance it applies.
+SELECTION_OPTIONS = ("selection", "topk", "patch", "bands", "band_edges")
+# Training statistics drawn as curves (espnet2's "loss" is task_weight * task + kd_weight * KD).
+CURVE_KEYS = ("loss", "task_loss", "kd_loss", "kd_selected")
+MAC_INPUT_SECONDS = 1.0
+LENGTH_TOLERANCE_S = 0.05  # enhanced outputs may differ from the input by a few samples
+
+
+class ResultsInputError(ValueError):
+    """An experiment, option or file the results stage needs is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of the results: an espnet2 enhancement experiment.
+
+    Attributes:
+        name: row name (``teacher``, ``baseline``, ``kd_dispatch_l2``, ...).
+        exp_dir: experiment folder.
+        config: its ``config.yaml`` (empty for a folder without one, e.g. a teacher given as a zip).
+    """
+
+    name: str
+    exp_dir: Path
+    config: Dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def kd_loss(self) -> Optional[str]:
+        return self.config.get("kd_loss")
+
+    def kd_options(self) -> Dict[str, Any]:
+        """``kd_loss_conf`` with the KD loss class defaults filled in, so that two configs compare."""
+        if self.kd_loss not in KD_LOSSES:
+            return {}
+        defaults: Dict[str, Any] = {}
+        for cls in reversed(KD_LOSSES[self.kd_loss].__mro__):  # subclass defaults win (DFKD: selection all)
+            init = cls.__dict__.get("__init__")
+            if init is not None:
+                defaults.update({p.name: p.default for p in inspect.signature(init).parameters.values()
+                                 if p.default is not inspect.Parameter.empty})
+        # Tuples in defaults vs lists in yaml: compare through JSON.
+        return json.loads(json.dumps({**defaults, **(self.config.get("kd_loss_conf") or {})}))
+
+    @property
+    def is_selective(self) -> bool:
+        """A KD loss that distils a selection of patches (DISPatch)."""
+        return self.kd_options().get("selection", "all") != "all"
+
+    @property
+    def is_plain_kd(self) -> bool:
+        """A patch-based KD loss that distils every bin (conventional KD with the same distance)."""
+        return self.kd_options().get("selection") == "all"
+
+    def distance_signature(self) -> str:
+        """KD loss and its options except the selection ones: equal for a DISPatch row and its plain KD."""
+        options = {k: v for k, v in self.kd_options().items() if k not in SELECTION_OPTIONS}
+        return json.dumps([self.kd_loss, options], sort_keys=True)
+
+    def kd_description(self) -> str:
+        """``kd_loss`` and its options as configured (defaults left out), and the loss weights."""
+        if not self.kd_loss:
+            return "-"
+        conf = ", ".join(f"{k}={_compact(v)}" for k, v in (self.config.get("kd_loss_conf") or {}).items())
+        weights = f"kd_weight={self.config.get('kd_weight', 1.0)}, task_weight={self.config.get('task_weight', 1.0)}"
+        return f"{self.kd_loss}({conf}); {weights}"
+
+    def spectrogram_kd_loss(self, fs: int) -> Optional[DISPatchLoss]:
+        """The KD loss of this student (as training built it), if it works on spectrogram patches."""
+        if not self.kd_loss:
+            return None
+        conf = dict(self.config.get("kd_loss_conf") or {})
+        if issubclass(KD_LOSSES.get(self.kd_loss, object), DISPatchLoss):
+            conf.setdefault("fs", fs)  # as EnhancementKDTask does: band edges in Hz need the data's rate
+        try:
+            loss = build_kd_loss(self.kd_loss, **conf)
+        except (TypeError, ValueError) as e:
+            raise ResultsInputError(f"{self.exp_dir / 'config.yaml'}: kd_loss {self.kd_loss}: {e}") from e
+        return loss if isinstance(loss, DISPatchLoss) else None
+
+    def scoring_dir(self, dset: str) -> Path:
+        return self.exp_dir / f"enhanced_{dset}" / "scoring"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def load_experiment(name: str, exp_dir: Path) -> Experiment:
+    """The experiment with its config.yaml (an error names a config that is not valid yaml)."""
+    path = exp_dir / "config.yaml"
+    config: Dict[str, Any] = {}
+    if path.is_file():
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ResultsInputError(f"{path}: not valid yaml: {e}") from e
+    return Experiment(name, exp_dir, config)
+
+
+def scan_experiments(
+    scan_dir: Path, known: Sequence[Experiment], test_sets: Sequence[str], baseline_dir: Optional[Path] = None
+) -> List[Experiment]:
+    """Scored experiments under ``scan_dir`` that are not in ``known``, sorted by name.
+
+    This keeps a KD variant trained by an earlier run (with other ``--kd_configs``) in the tables. An
+    experiment counts if it has a config.yaml and a summary.json for one of ``test_sets``. Its row name is
+    its folder name, less the baseline's folder name and ``_`` in front (``enh_kd.sh`` names KD students
+    ``<baseline>_<kd config>``).
+    """
+    seen = {e.exp_dir.resolve() for e in known}
+    names = {e.name for e in known}
+    prefix = f"{baseline_dir.name}_" if baseline_dir is not None else None
+    found = []
+    for d in sorted(p for p in scan_dir.iterdir() if p.is_dir()):
+        if d.resolve() in seen or not (d / "config.yaml").is_file():
+            continue
+        if not any((d / f"enhanced_{s}" / "scoring" / "summary.json").is_file() for s in test_sets):
+            continue
+        name = d.name[len(prefix):] if prefix and d.name.startswith(prefix) else d.name
+        found.append(load_experiment(d.name if name in names else name, d))
+    return sorted(found, key=lambda e: e.name)
+
+
+def plain_kd_references(exps: Sequence[Experiment], plain_kd: Optional[str] = None) -> Dict[str, str]:
+    """Row name -> name of the plain KD row it is compared with.
+
+    Args:
+        exps: the rows.
+        plain_kd: a row every other KD row is compared with; None: each selective KD row with the plain
+            KD row of the same :meth:`Experiment.distance_signature` (if there is one).
+    """
+    if plain_kd is not None:
+        if plain_kd not in {e.name for e in exps}:
+            raise ResultsInputError(f"--plain_kd {plain_kd}: no such row (rows: {', '.join(e.name for e in exps)})")
+        return {e.name: plain_kd for e in exps if e.kd_loss and e.name != plain_kd}
+    plain = {}
+    for e in exps:
+        if e.is_plain_kd:
+            plain.setdefault(e.distance_signature(), e.name)
+    return {e.name: plain[e.distance_signature()] for e in exps
+            if e.is_selective and e.distance_signature() in plain}
 
 
 def read_summary(scoring_dir: Path) -> Optional[Dict[str, dict]]:
@@ -20,15 +196,37 @@ def read_summary(scoring_dir: Path) -> Optional[Dict[str, dict]]:
     path = scoring_dir / "summary.json"
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("enhanced")
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("enhanced")
+    except json.JSONDecodeError as e:
+        raise ResultsInputError(f"{path}: not valid JSON: {e}") from e
 
 
-def count_parameters(model_file: Path) -> Optional[float]:
-    """Millions of parameters in an espnet2 checkpoint."""
-    if not model_file.is_file():
-        return None
-    state = torch.load(model_file, map_location="cpu", weights_only=True)
-    return sum(t.numel() for t in state.values() if torch.is_tensor(t) and t.is_floating_point()) / 1e6
+def model_complexity(config_file: Path, fs: int) -> Tuple[float, float]:
+    """Parameters and multiply-accumulates per second of audio of an espnet2 enhancement model.
+
+    The model is built from its config alone (weights do not change the count) and run by
+    ``forward_enhance`` on ``MAC_INPUT_SECONDS`` of noise at ``fs`` under
+    :class:`torch.utils.flop_counter.FlopCounterMode`; MACs = FLOPs / 2. The counter sees matrix
+    products and convolutions (RNNs included: oneDNN's fused RNN kernel, which it cannot see, is
+    switched off for the count); FFTs, normalisations and activations are not counted.
+
+    Returns:
+        (millions of parameters, millions of MACs per second of audio).
+    """
+    from espnet2.tasks.enh import EnhancementTask
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, _ = EnhancementTask.build_model_from_file(str(config_file), None, "cpu")
+    model.eval()
+    n = int(round(MAC_INPUT_SECONDS * fs))
+    mix = torch.randn(1, n, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # oneDNN's flags warn about TF32 on Intel GPUs
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter:
+            model.forward_enhance(mix, torch.tensor([n]), {})
+    n_params = sum(p.numel() for p in model.parameters())
+    return n_params / 1e6, counter.get_total_flops() / 2 / MAC_INPUT_SECONDS / 1e6
 
 
 def ordered_metrics(rows: Sequence[Dict[str, dict]]) -> List[str]:
@@ -36,29 +234,207 @@ def ordered_metrics(rows: Sequence[Dict[str, dict]]) -> List[str]:
     return [m for m in METRIC_ORDER if m in found] + sorted(found - set(METRIC_ORDER))
 
 
-def _fmt(x: Optional[float], signed: bool = False) -> str:
-    if x is None:
+def _fmt(x: Optional[float], signed: bool = False, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    return f"{x:+.3f}" if signed else f"{x:.3f}"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def set_table(rows: List[Tuple[str, Optional[float], Dict[str, dict]]], baseline: Optional[str]) -> str:
-    """Markdown table: name | params | metric means (with the change against the baseline row)."""
-    metrics = ordered_metrics([r[2] for r in rows])
-    base = next((r[2] for r in rows if r[0] == baseline), None)
-    lines = ["| model | params (M) | " + " | ".join(metrics) + " |",
-             "|---|---:|" + "---:|" * len(metrics)]
-    for name, params, summary in rows:
+def _delta(value: Optional[float], ref: Optional[float]) -> str:
+    return "-" if value is None or ref is None else _fmt(value - ref, signed=True)
+
+
+@dataclass
+class Row:
+    """One line of a test set's table."""
+
+    name: str
+    summary: Dict[str, dict]
+    params: Optional[float] = None  # millions
+    macs: Optional[float] = None  # millions per second of audio
+    plain: Optional[str] = None  # plain KD row this one is compared with
+
+
+def set_table(rows: Sequence[Row], baseline: Optional[str]) -> str:
+    """Markdown table: model | params | MMAC/s | metric means (changes against baseline / plain KD) | plain KD."""
+    metrics = ordered_metrics([r.summary for r in rows])
+    means = {r.name: {m: v.get("mean") for m, v in r.summary.items()} for r in rows}
+    lines = ["| model | params (M) | MMAC/s | " + " | ".join(metrics) + " | plain KD |",
+             "|---|---:|---:|" + "---:|" * len(metrics) + "---|"]
+    for r in rows:
+        base = baseline if baseline in means and r.name not in (baseline, "noisy") else None
+        # Positional: "(baseline)" or "(baseline / plain KD)", "-" where a reference has no value.
+        refs = [base, r.plain] if r.plain else [base] if base else []
         cells = []
         for m in metrics:
-            value = summary.get(m, {}).get("mean")
-            cell = _fmt(value)
-            if base is not None and name != baseline and name != "noisy" and value is not None and m in base:
-                cell += f" ({_fmt(value - base[m]['mean'], signed=True)})"
-            cells.append(cell)
-        p = "-" if params is None else f"{params:.3f}"
-        lines.append(f"| {name} | {p} | " + " | ".join(cells) + " |")
+            value = means[r.name].get(m)
+            deltas = [_delta(value, means.get(ref, {}).get(m)) for ref in refs]
+            cells.append(_fmt(value) + (f" ({' / '.join(deltas)})" if deltas else ""))
+        lines.append(f"| {r.name} | {_fmt(r.params)} | {_fmt(r.macs, digits=1)} | " + " | ".join(cells)
+                     + f" | {r.plain or ''} |")
     return "\n".join(lines)
+
+
+@dataclass
+class UtterancePictures:
+    """Pictures of one chosen test utterance: why it was chosen and one selection figure per KD row."""
+
+    utt: str
+    reasons: List[str]
+    figures: Dict[str, Path]
+
+
+@dataclass
+class SetPictures:
+    """The pictured utterances of a test set and the rule that chose them, in words."""
+
+    rule: str
+    utterances: List[UtterancePictures]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def _enhanced_scp(exp: Experiment, dset: str) -> Dict[str, str]:
+    path = exp.exp_dir / f"enhanced_{dset}" / "spk1.scp"
+    if not path.is_file():
+        raise ResultsInputError(f"{exp.name}: {path}: no such file (run the enhancement stage first)")
+    return read_scp(str(path))
+
+
+def _best_kd(exps: Sequence[Experiment], dset: str, metric: str) -> Optional[Experiment]:
+    """The KD row with the highest mean ``metric`` on ``dset`` (ties: the first row)."""
+    best, best_mean = None, -math.inf
+    for e in exps:
+        summary = read_summary(e.scoring_dir(dset)) if e.kd_loss else None
+        mean = (summary or {}).get(metric, {}).get("mean")
+        if mean is not None and mean > best_mean:
+            best, best_mean = e, mean
+    return best
+
+
+def write_utterance_pictures(
+    exps: Sequence[Experiment],
+    dset: str,
+    data_dir: Path,
+    images_dir: Path,
+    teacher: str,
+    baseline: Optional[str],
+    rank_metric: str,
+    utts: Sequence[str] = (),
+    fs: int = 16000,
+) -> SetPictures:
+    """Selection figures (:func:`dispatch.plots.save_selection_png`) of the chosen utterances of a test set.
+
+    Rule: the utterances with the best, median and worst per-utterance ``rank_metric`` gain of the best KD
+    row (highest mean ``rank_metric``) over ``baseline`` (:func:`dispatch.report.choose.choose_utterances`),
+    plus ``utts``. Each spectrogram-domain KD row gets one figure per utterance, its KGS and mask computed
+    from its own output, the teacher's and the clean reference with its own KD loss. Files:
+    ``<images_dir>/<dset>_<utt>_<row>.png``.
+    """
+    by_name = {e.name: e for e in exps}
+    if teacher not in by_name:
+        raise ResultsInputError(f"--teacher {teacher}: no such row (rows: {', '.join(by_name)})")
+    wav_scp, clean_scp = data_dir / dset / "wav.scp", data_dir / dset / "spk1.scp"
+    noisy, clean = read_scp(str(wav_scp)), read_scp(str(clean_scp))
+    best = _best_kd(exps, dset, rank_metric)
+    subject, reference = {}, {}
+    if best is not None and baseline in by_name:
+        for scores, e in ((subject, best), (reference, by_name[baseline])):
+            path = e.scoring_dir(dset) / rank_metric
+            if path.is_file():
+                scores.update(read_scores(path))
+    fixed = [u for u in utts if u in noisy]  # with several test sets, each id belongs to one
+    chosen = choose_utterances(subject, reference, fixed=fixed, known=noisy.keys(), metric=rank_metric)
+    if subject and reference:
+        rule = (f"the utterances with the best, median and worst per-utterance {rank_metric} gain of {best.name} "
+                f"(the KD student with the highest mean {rank_metric}) over {baseline}, plus --utts")
+    else:
+        rule = f"the --utts utterances (no per-utterance {rank_metric} of a KD student and of {baseline} to rank by)"
+
+    losses = {e.name: loss for e in exps
+              if (loss := e.spectrogram_kd_loss(teacher_sample_rate(e.config) or fs)) is not None}
+    outputs = {name: _enhanced_scp(by_name[name], dset) for name in [teacher, *losses]}
+    pictures = []
+    for utt, reasons in chosen.items():
+        if utt not in clean:
+            raise ResultsInputError(f"{utt}: not listed in {clean_scp}")
+        waves = {"noisy": load_pair(utt, noisy[utt], clean[utt], LENGTH_TOLERANCE_S)}
+        for name, scp in outputs.items():
+            if utt not in scp:
+                raise ResultsInputError(
+                    f"{name}: utterance {utt} is not in {by_name[name].exp_dir}/enhanced_{dset}/spk1.scp")
+            waves[name] = load_pair(utt, scp[utt], clean[utt], LENGTH_TOLERANCE_S)
+        wav_fs = waves["noisy"][2]
+        figures = {}
+        for name, loss in losses.items():
+            figures[name] = save_selection_png(
+                waves["noisy"][0], waves["noisy"][1], waves[teacher][0], waves[name][0], wav_fs, loss,
+                images_dir / f"{_safe(dset)}_{_safe(utt)}_{_safe(name)}.png",
+                title=f"{dset} / {utt}: {name} ({'; '.join(reasons)})",
+            )
+        pictures.append(UtterancePictures(utt, reasons, figures))
+    return SetPictures(rule, pictures)
+
+
+def write_training_pictures(exps: Sequence[Experiment], images_dir: Path) -> Dict[str, Path]:
+    """Training curves of every row with statistics, and the selected fraction per band of the KD rows.
+
+    Returns:
+        caption -> PNG (empty when no experiment has training statistics).
+    """
+    logs = {e.name: read_training_log(e.exp_dir) for e in exps}
+    trained = {e.name: e.exp_dir for e in exps if logs[e.name]}
+    pictures = {}
+    if trained:
+        pictures["training curves"] = save_training_curves_png(
+            trained, images_dir / "training_curves.png", keys=CURVE_KEYS)
+    selecting = {name: d for name, d in trained.items() if selection_keys(logs[name])}
+    if selecting:
+        pictures["fraction of bins selected for KD per frequency band"] = save_band_selection_png(
+            selecting, images_dir / "band_selection.png")
+    return pictures
+
+
+def _link(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def _pictures_section(pictures: SetPictures, base: Path) -> List[str]:
+    if not pictures.utterances:
+        return []
+    names = list(dict.fromkeys(n for p in pictures.utterances for n in p.figures))
+    lines = ["", f"Spectrograms, Knowledge Gap Score and selected patches per KD student, for {pictures.rule}:", "",
+             "| utterance | chosen as | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for p in pictures.utterances:
+        links = [f"[png]({_link(p.figures[n], base)})" if n in p.figures else "-" for n in names]
+        lines.append(f"| {p.utt} | {'; '.join(p.reasons)} | " + " | ".join(links) + " |")
+    return lines
+
+
+def _header(exps: Sequence[Experiment], baseline: Optional[str], command: str) -> List[str]:
+    """Title, date, machine, command, how to read the tables, and each row's experiment, config and KD."""
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return [
+        "# Results",
+        "",
+        f"- date: {now}",
+        f"- machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPU(s), {gpu}; "
+        f"torch {torch.__version__}, dispatch {__version__}",
+        *([f"- command: `{command}`"] if command else []),
+        "- values are means over the test set; in brackets the change against the baseline student"
+        f" ({baseline}), then after ' / ' against the row's plain KD reference (last column: the KD row with"
+        " `selection: all` and the same distance)",
+        "- params: parameters of the model; MMAC/s: millions of multiply-accumulates per second of audio"
+        " (FLOPs / 2 counted by torch.utils.flop_counter on 1 s of input; matrix products, convolutions"
+        " and RNNs; FFTs, normalisations and activations not counted)",
+        "",
+        "| model | experiment | config | KD |",
+        "|---|---|---|---|",
+        *[f"| {e.name} | `{e.exp_dir}` | `{e.exp_dir / 'config.yaml'}` | {e.kd_description()} |" for e in exps],
+    ]
 
 
 def make_results(
@@ -66,32 +442,83 @@ def make_results(
     test_sets: Sequence[str],
     noisy_dir: Optional[Path] = None,
     baseline: Optional[str] = "baseline",
-    model_file: str = "valid.loss.best.pth",
     command: str = "",
+    *,
+    plain_kd: Optional[str] = None,
+    scan_dir: Optional[Path] = None,
+    fs: int = 16000,
+    data_dir: Optional[Path] = None,
+    images_dir: Optional[Path] = None,
+    link_base: Path = Path("."),
+    teacher: str = "teacher",
+    rank_metric: str = "PESQ_WB",
+    utts: Sequence[str] = (),
+    report: Optional[Path] = None,
 ) -> str:
-    """The whole RESULTS.md text."""
-    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    parts = [
-        "# Results",
-        "",
-        f"- date: {now}",
-        f"- machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPU(s), "
-        f"torch {torch.__version__}, {'CUDA ' + torch.version.cuda if torch.cuda.is_available() else 'no GPU'}",
-        f"- command: `{command}`" if command else "",
-        "- values are means over the test set; in brackets the change against the baseline student",
-        "",
-        "| model | experiment | config |",
-        "|---|---|---|",
-    ]
-    parts += [f"| {name} | `{d}` | `{d / 'config.yaml'}` |" for name, d in models]
-    params = {name: count_parameters(d / model_file) for name, d in models}
+    """The whole RESULTS.md text; pictures are written to ``images_dir`` when it is given.
+
+    Args:
+        models: (row name, experiment dir) in table order.
+        test_sets: test set names (``<exp>/enhanced_<set>/scoring``).
+        noisy_dir: folder with ``enhanced_<set>/scoring`` of the unprocessed input (a "noisy" row).
+        baseline: row the others are compared with (the student trained without KD).
+        command: the command that made the experiments, recorded in the header.
+        plain_kd: row every KD row is compared with; None: matched by distance (see
+            :func:`plain_kd_references`).
+        scan_dir: also add the scored experiments found here (see :func:`scan_experiments`).
+        fs: sampling rate of a config that does not record one (complexity count, KD loss band edges).
+        data_dir: folder of the test sets' data dirs (``<data_dir>/<set>/wav.scp, spk1.scp``); needed for
+            the utterance pictures.
+        images_dir: folder of the pictures; None: no pictures.
+        link_base: folder RESULTS.md is written to (links are relative to it).
+        teacher: row whose output the selection pictures use.
+        rank_metric, utts: how the pictured utterances are chosen (see :func:`write_utterance_pictures`).
+        report: the listening page (dispatch.bin.make_report's index.html), linked from the header.
+    """
+    names = [name for name, _ in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1} | ({"noisy"} & set(names)))
+    if duplicates:
+        raise ResultsInputError(f"row names must be unique and not 'noisy': {', '.join(duplicates)}")
+    exps = [load_experiment(name, Path(d)) for name, d in models]
+    if baseline and baseline not in names:
+        raise ResultsInputError(f"--baseline {baseline}: no such row (rows: {', '.join(names)})")
+    if scan_dir is not None:
+        base_dir = next((e.exp_dir for e in exps if e.name == baseline), None)
+        exps += scan_experiments(scan_dir, exps, test_sets, base_dir)
+    plain = plain_kd_references(exps, plain_kd)
+    if images_dir is not None and data_dir is not None and utts:
+        known = set().union(*(read_scp(str(Path(data_dir) / s / "wav.scp")).keys() for s in test_sets))
+        unknown = [u for u in utts if u not in known]
+        if unknown:
+            raise ResultsInputError(f"--utts: {', '.join(unknown)} not in the test sets ({', '.join(test_sets)})")
+
+    complexity = {}
+    for e in exps:
+        if not (e.exp_dir / "config.yaml").is_file():
+            continue  # e.g. the outputs of a teacher given as a packed zip
+        try:
+            complexity[e.name] = model_complexity(e.exp_dir / "config.yaml", teacher_sample_rate(e.config) or fs)
+        except Exception as err:  # any espnet2 model may fail a 1 s random input; the table must still be written
+            logging.warning(f"{e.name}: parameters and MACs not counted ({type(err).__name__}: {err})")
+
+    parts = _header(exps, baseline, command)
+    if report is not None:
+        parts += ["", f"Listening page: [{_link(Path(report), link_base)}]({_link(Path(report), link_base)})"]
     for dset in test_sets:
         rows = []
-        if noisy_dir is not None and (summary := read_summary(noisy_dir / f"enhanced_{dset}" / "scoring")):
-            rows.append(("noisy", None, summary))
-        for name, d in models:
-            summary = read_summary(d / f"enhanced_{dset}" / "scoring")
-            if summary is not None:
-                rows.append((name, params[name], summary))
+        if noisy_dir is not None and (summary := read_summary(Path(noisy_dir) / f"enhanced_{dset}" / "scoring")):
+            rows.append(Row("noisy", summary))
+        for e in exps:
+            if (summary := read_summary(e.scoring_dir(dset))) is not None:
+                rows.append(Row(e.name, summary, *complexity.get(e.name, (None, None)), plain.get(e.name)))
         parts += ["", f"## {dset}", "", set_table(rows, baseline) if rows else "(no scores yet)"]
-    return "\n".join(p for p in parts if p is not None) + "\n"
+        if images_dir is not None and data_dir is not None and rows:
+            pictures = write_utterance_pictures(
+                exps, dset, Path(data_dir), Path(images_dir), teacher, baseline, rank_metric, utts, fs)
+            parts += _pictures_section(pictures, link_base)
+    if images_dir is not None:
+        training = write_training_pictures(exps, Path(images_dir))
+        if training:
+            parts += ["", "## Training", ""]
+            parts += [f"![{caption}]({_link(path, link_base)})\n" for caption, path in training.items()]
+    return "\n".join(parts) + "\n"

@@ -7,6 +7,7 @@ Every enh_train option keeps its meaning. Added options (yaml keys):
 - ``kd_loss`` / ``kd_loss_conf``: KD loss by registry name (dispatch, dfkd, si_snr) and its options,
   the way espnet2 picks encoders and separators; without ``kd_loss`` this trains a plain student;
 - ``kd_weight``, ``task_weight``: total loss = task_weight * student's criterions + kd_weight * KD;
+- ``teacher_autocast``: none, bf16 or fp16: the online teacher runs under CUDA autocast (no-op on CPU);
 - ``fs``: sampling rate of the data, checked against the teacher's and given to the KD loss.
 
 KD is not expressed as an espnet2 ``criterions`` entry on purpose: criteria only see (reference,
@@ -15,7 +16,6 @@ estimate), and the student's config.yaml must rebuild with plain espnet2, which 
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 
 from espnet2.tasks.enh import EnhancementTask
@@ -24,17 +24,21 @@ from espnet2.utils.types import int_or_none, str_or_none
 import torch
 
 from dispatch.checkpoint import atomic_torch_save, restore_epoch_snapshot
-from dispatch.losses import KD_LOSSES
-from dispatch.model import TEACHER_STREAM, ESPnetEnhancementKDModel
-from dispatch.teacher import TeacherError, load_teacher, resolve_teacher, teacher_sample_rate
+from dispatch.losses import KD_LOSSES, build_kd_loss, kd_loss_options
+from dispatch.model import TEACHER_AUTOCAST_CHOICES, TEACHER_STREAM, ESPnetEnhancementKDModel
+from dispatch.teacher import TeacherError, build_teacher, check_teacher_fits, resolve_teacher, teacher_sample_rate
 
 # Config keys this task adds to espnet2's; pack_student drops them from the packed student.
 KD_CONFIG_KEYS = ("teacher_model", "teacher_config", "teacher_model_file", "kd_loss", "kd_loss_conf",
-                  "kd_weight", "task_weight")
+                  "kd_weight", "task_weight", "teacher_autocast")
 
 kd_loss_choices = ClassChoices(
     "kd_loss", classes=KD_LOSSES, type_check=torch.nn.Module, default=None, optional=True
 )
+
+
+class KDConfigError(ValueError):
+    """A ``kd_loss`` / ``kd_loss_conf`` that cannot work; found while building the model, before training."""
 
 
 class EnhancementKDTask(EnhancementTask):
@@ -52,6 +56,8 @@ class EnhancementKDTask(EnhancementTask):
                            help="Teacher weights (overrides the one found via --teacher_model)")
         group.add_argument("--kd_weight", type=float, default=1.0, help="Weight of the KD loss")
         group.add_argument("--task_weight", type=float, default=1.0, help="Weight of the student's own loss")
+        group.add_argument("--teacher_autocast", type=str, default="none", choices=TEACHER_AUTOCAST_CHOICES,
+                           help="Run the online teacher under torch.autocast with this dtype on CUDA (no-op on CPU)")
         group.add_argument("--fs", type=int_or_none, default=None,
                            help="Sampling rate of the data; checked against the teacher's")
 
@@ -60,8 +66,13 @@ class EnhancementKDTask(EnhancementTask):
         # Kill-safe training: atomic checkpoint writes, and a lost epoch snapshot restored on resume.
         if args.resume and args.output_dir:
             restore_epoch_snapshot(args.output_dir)
-        with atomic_torch_save():
-            super().main_worker(args)
+        try:
+            with atomic_torch_save():
+                super().main_worker(args)
+        except (KDConfigError, TeacherError) as e:
+            # Raised by build_model, before any data is read or file written: a config error for the
+            # user to fix, reported like argparse's errors rather than as a traceback.
+            raise SystemExit(f"enh_kd_train: error: {e}") from e
 
     @classmethod
     def optional_data_names(cls, train: bool = True, inference: bool = False):
@@ -74,23 +85,21 @@ class EnhancementKDTask(EnhancementTask):
         if kd_name is None:
             return student
         kd_conf = dict(getattr(args, "kd_loss_conf", None) or {})
-        kd_class = kd_loss_choices.get_class(kd_name)
         fs = teacher_sample_rate(vars(args))
-        if fs and _accepts(kd_class, "fs"):
-            kd_conf.setdefault("fs", fs)
-        kd_loss = kd_class(**kd_conf)
+        try:
+            if fs and "fs" in kd_loss_options(kd_name):
+                kd_conf.setdefault("fs", fs)
+            kd_loss = build_kd_loss(kd_name, **kd_conf)
+        except ValueError as e:
+            raise KDConfigError(str(e)) from e
 
         teacher = None
         if getattr(args, "teacher_model", None) or getattr(args, "teacher_config", None):
             config, model_file = resolve_teacher(
                 args.teacher_model or str(args.teacher_config), args.teacher_config, args.teacher_model_file
             )
-            teacher, teacher_conf = load_teacher(config, model_file)
-            teacher_fs = teacher_sample_rate(teacher_conf)
-            if fs and teacher_fs and teacher_fs != fs:
-                raise TeacherError(
-                    f"teacher {config} runs at fs={teacher_fs} but the student config has fs={fs}"
-                )
+            teacher, teacher_conf = build_teacher(config, model_file)
+            check_teacher_fits(teacher, teacher_conf, config, student, fs, getattr(args, "config", None))
         else:
             logging.warning(f"kd_loss={kd_name} without --teacher_model: every batch must bring '{TEACHER_STREAM}'")
 
@@ -104,11 +113,7 @@ class EnhancementKDTask(EnhancementTask):
             teacher=teacher,
             kd_weight=args.kd_weight,
             task_weight=args.task_weight,
+            teacher_autocast=getattr(args, "teacher_autocast", "none"),  # configs written before the option
             **args.model_conf,
         )
         return model
-
-
-def _accepts(cls: type, name: str) -> bool:
-    params = inspect.signature(cls.__init__).parameters.values()
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

@@ -81,8 +81,43 @@ def teacher_sample_rate(config: dict) -> Optional[int]:
     return int(fs) if fs else None
 
 
-def load_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[torch.nn.Module, dict]:
-    """Build the teacher with espnet2's EnhancementTask, frozen and in eval mode.
+def check_teacher_fits(
+    teacher: torch.nn.Module,
+    teacher_conf: dict,
+    teacher_config: Path,
+    student: torch.nn.Module,
+    fs: Optional[int],
+    student_config: Optional[str],
+) -> None:
+    """Stop before training when teacher and student disagree on sampling rate or number of outputs.
+
+    Args:
+        teacher, teacher_conf, teacher_config: the loaded teacher, its config dict and config.yaml path.
+        student: the student model (``num_spk`` outputs).
+        fs: the student's sampling rate (``--fs`` or its STFT ``default_fs``), None if unknown.
+        student_config: the student's ``--config`` file, None if given on the command line only.
+
+    Raises:
+        TeacherError: naming both configs and both values.
+    """
+    student_config = student_config or "command line"
+    teacher_fs = teacher_sample_rate(teacher_conf)
+    if fs and teacher_fs and teacher_fs != fs:
+        raise TeacherError(
+            f"teacher {teacher_config} runs at fs={teacher_fs} but the student config has fs={fs} "
+            f"({student_config}): they must agree"
+        )
+    teacher_outputs, student_outputs = getattr(teacher, "num_spk", 1), getattr(student, "num_spk", 1)
+    if teacher_outputs != student_outputs:
+        raise TeacherError(
+            f"teacher {teacher_config} has num_spk={teacher_outputs} outputs but the student config has "
+            f"num_spk={student_outputs} ({student_config}): they must agree"
+        )
+
+
+def build_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[torch.nn.Module, dict]:
+    """Build the teacher with espnet2's EnhancementTask, frozen and in eval mode, without checks
+    (:func:`check_teacher_fits` compares it with a student, :func:`load_teacher` checks it alone).
 
     Returns:
         (model, its config as a dict).
@@ -92,12 +127,22 @@ def load_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[t
     with open(config) as f:
         conf = yaml.safe_load(f)
     model, _ = EnhancementTask.build_model_from_file(str(config), str(model_file), device)
-    if getattr(model, "num_spk", 1) != 1:
-        raise TeacherError(f"teacher {config}: KD supports single-output enhancement models, num_spk={model.num_spk}")
     model.eval()
     model.requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
     logging.info(f"Teacher: {model_file} ({n_params / 1e6:.2f}M parameters, frozen)")
+    return model, conf
+
+
+def load_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[torch.nn.Module, dict]:
+    """:func:`build_teacher`, checked to have the single output that KD uses.
+
+    Returns:
+        (model, its config as a dict).
+    """
+    model, conf = build_teacher(config, model_file, device)
+    if getattr(model, "num_spk", 1) != 1:
+        raise TeacherError(f"teacher {config}: KD supports single-output enhancement models, num_spk={model.num_spk}")
     return model, conf
 
 

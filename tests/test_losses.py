@@ -7,8 +7,16 @@ import torch
 from dispatch import DFKDLoss, DISPatchLoss, SISNRKDLoss, build_kd_loss
 from dispatch.losses import dfkd_crossover
 
-torch.set_default_dtype(torch.float64)
 EPS = 1e-8
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Loop references and the batched code agree to 1e-6 only in double precision."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 # ---------------------------------------------------------------- plain reference implementations
@@ -293,7 +301,7 @@ def test_lengths_keep_only_the_frames_inside_each_utterance():
 
 
 def test_si_snr_kd_matches_definition():
-    s, t = torch.randn(2, 2, 8000).unbind(0)
+    s, t = torch.randn(2, 2, 8000, generator=torch.Generator().manual_seed(0)).unbind(0)
     got = SISNRKDLoss()(s, t)
     sz, tz = s - s.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
     proj = (sz * tz).sum(1, keepdim=True) / tz.pow(2).sum(1, keepdim=True) * tz
@@ -338,6 +346,6 @@ def test_bad_inputs_fail_with_shapes():
     with pytest.raises(ValueError, match="pass `clean`"):
         loss(torch.randn(2, 8000), torch.randn(2, 8000))
     with pytest.raises(ValueError, match="shorter than the KD STFT"):
-        loss(torch.randn(2, 100), torch.randn(2, 100), torch.randn(2, 100))
+        loss.spectrogram(torch.randn(2, 100))  # forward() zero-pads such batches
     with pytest.raises(ValueError, match=r"DFKDLoss fixes `distance`"):
         DFKDLoss(distance="mag_l2")

@@ -3,7 +3,7 @@
 #
 #   tools/install.sh                 # CPU torch (default)
 #   TORCH_VARIANT=cu128 tools/install.sh   # CUDA build from download.pytorch.org/whl/cu128
-#   SKIP_APT=1 tools/install.sh      # do not apt-get the speech voices / sox (no root)
+#   SKIP_APT=1 tools/install.sh      # do not apt-get flite, sox, chromium (no root)
 #
 # Why not `pip install espnet`: espnet==202511 pins setuptools<74, torch>=2.13 needs setuptools>=77.0.3,
 # and pip backtracks into an older CUDA torch (several GB). We install torch first, pin it with a
@@ -22,11 +22,11 @@ log() { echo "[tools/install.sh $(date '+%H:%M:%S')] $*"; }
 
 if [ -z "${SKIP_APT:-}" ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
-    for pkg in flite sox; do
+    for pkg in flite sox chromium chromium-driver; do
         dpkg -s "${pkg}" >/dev/null 2>&1 || missing+=("${pkg}")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        log "apt-get install ${missing[*]} (speech voices for the mini corpus)"
+        log "apt-get install ${missing[*]} (speech for the mini corpus; a headless browser for the listening-page test)"
         sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd=sudo
         ${sudo_cmd} apt-get update -qq && ${sudo_cmd} apt-get install -y -qq "${missing[@]}" >/dev/null
     fi

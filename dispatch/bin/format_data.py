@@ -3,9 +3,11 @@
 
     python -m dispatch.bin.format_data data/train dump/raw/train --fs 16000 --nj 8 --min_duration 0.1
 
-Audio that already is 16-bit PCM wav at --fs is referenced where it is; other files are converted
-under <dst>/data/. Training sets may drop utterances shorter than --min_duration (counted in the log).
-A rerun with the same options and an unchanged source skips; a partial output is redone.
+Every source file is checked first (missing, empty, truncated or non-audio files and noisy/clean length
+mismatches are all listed with their utterance ids). Audio that already is 16-bit PCM wav at --fs is
+referenced where it is; other files are converted under <dst>/data/. Training sets may drop utterances
+shorter than --min_duration (counted in the log). A rerun with the same options and an unchanged source
+skips; a partial output is redone.
 """
 import argparse
 import json
@@ -23,7 +25,11 @@ STAMP = ".format_done.json"
 
 
 def format_data_dir(src: Path, dst: Path, fs: int, nj: int = 1, min_duration: float = 0.0) -> int:
-    """Write the formatted copy of ``src`` into ``dst``; returns the number of utterances kept."""
+    """Write the formatted copy of ``src`` into ``dst``; returns the number of utterances kept.
+
+    Raises:
+        DataDirError: naming the file and utterance, for broken lists or audio, before anything is written.
+    """
     validate_data_dir(src, check_audio=False)  # lists first: cheap, and names the broken file
     options = {"src": str(src.resolve()), "fs": fs, "min_duration": min_duration,
                "mtimes": {n: (src / n).stat().st_mtime for n in ("wav.scp", "spk1.scp", "utt2spk")}}
@@ -31,6 +37,8 @@ def format_data_dir(src: Path, dst: Path, fs: int, nj: int = 1, min_duration: fl
     if stamp.exists() and json.loads(stamp.read_text()) == options:
         logging.info(f"{dst}: formatted already")
         return len(read_scp(dst / "wav.scp"))
+    validate_data_dir(src)  # every file is readable audio and noisy/clean lengths agree, before any work
+    stamp.unlink(missing_ok=True)  # a stale stamp (other options) must not vouch for a killed run's lists
 
     wav, spk1, utt2spk = (read_scp(src / n) for n in ("wav.scp", "spk1.scp", "utt2spk"))
     keys = sorted(wav)

@@ -49,7 +49,8 @@ class DISPatchLoss(torch.nn.Module):
         distance_conf: keyword options bound to every distance (e.g. ``{"beta": 0.5}``).
 
     Shape:
-        - student, teacher, clean: (batch, time) waveforms.
+        - student, teacher, clean: (batch, time) waveforms; shorter than ``n_fft // 2 + 1`` samples
+          they are zero-padded, the padding outside every patch.
         - lengths: (batch,) valid samples per utterance, or None.
         - output: scalar.
 
@@ -97,6 +98,11 @@ class DISPatchLoss(torch.nn.Module):
 
         if bands is None:
             self.patch_sizes: List[PatchSize] = [_as_patch(patch, "patch")]
+            if self.patch_sizes[0][0] > self.n_freq:
+                raise ValueError(
+                    f"patch={self.patch_sizes[0]}: {self.patch_sizes[0][0]} bins exceed the {self.n_freq} bins "
+                    f"of the KD STFT (n_fft={n_fft})"
+                )
         else:
             self.patch_sizes = [_as_patch(b, f"bands[{i}]") for i, b in enumerate(bands)]
         n_bands = len(self.patch_sizes)
@@ -111,6 +117,7 @@ class DISPatchLoss(torch.nn.Module):
         ]
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
+        self._layout_cache: Optional[Tuple[tuple, PatchLayout]] = None
         self.last_selection: Optional[torch.Tensor] = None
         self.last_stats: Dict[str, torch.Tensor] = {}
 
@@ -157,15 +164,26 @@ class DISPatchLoss(torch.nn.Module):
         )
 
     def layout(self, teacher_spec: torch.Tensor, frame_valid: Optional[torch.Tensor]) -> PatchLayout:
-        """Patch layout for a batch; DFKD's crossover comes from the teacher magnitude."""
+        """Patch layout for a batch; DFKD's crossover comes from the teacher magnitude.
+
+        Fixed bands without lengths depend only on the shape: that layout is reused across calls
+        (chunked training batches all have the same shape).
+        """
         n_freq = teacher_spec.shape[1]
+        reusable = not self.crossover and frame_valid is None
+        key = (tuple(teacher_spec.shape), teacher_spec.device, torch.get_default_dtype())
+        if reusable and self._layout_cache is not None and self._layout_cache[0] == key:
+            return self._layout_cache[1]
         if self.crossover:
             from dispatch.losses.dfkd import dfkd_crossover
 
             band, start = crossover_band_edges(dfkd_crossover(teacher_spec.abs()), n_freq)
         else:
             band, start = fixed_band_edges(n_freq, self.edge_bins, device=teacher_spec.device)
-        return patch_layout(band, start, self.patch_sizes, teacher_spec.shape, frame_valid)
+        layout = patch_layout(band, start, self.patch_sizes, teacher_spec.shape, frame_valid)
+        if reusable:
+            self._layout_cache = (key, layout)
+        return layout
 
     def band_distance(self, a: torch.Tensor, b: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
         """Patch distances (batch, bands, slots), each band by its own distance."""
@@ -181,14 +199,24 @@ class DISPatchLoss(torch.nn.Module):
         lengths: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         _check_inputs(student, teacher, clean, lengths, self.needs_clean)
-        batch = student.shape[0]
+        batch, n_samples = student.shape
         waves = [student, teacher.detach()] + ([clean] if self.needs_clean else [])
-        specs = self.spectrogram(torch.cat(waves, dim=0)).split(batch, dim=0)
+        min_samples = self.n_fft // 2 + 1  # the STFT's reflect padding needs more than n_fft // 2 samples
+        if n_samples < min_samples:
+            # A batch of very short utterances must not stop training: zero-pad it, and keep the
+            # padded frames out of the patches through `lengths`.
+            waves = [torch.nn.functional.pad(w, (0, min_samples - n_samples)) for w in waves]
+            if lengths is None:
+                lengths = torch.full((batch,), n_samples, dtype=torch.long)
+        # Only the student's STFT needs autograd; the teacher's and the target's are one batched call.
+        student_spec = self.spectrogram(waves[0])
+        with torch.no_grad():
+            fixed = self.spectrogram(torch.cat(waves[1:], dim=0)).split(batch, dim=0)
         frame_valid = None
         if lengths is not None:
             n_frames = 1 + lengths.to(student.device) // self.hop_length
-            frame_valid = torch.arange(specs[0].shape[-1], device=student.device) < n_frames.unsqueeze(1)
-        return self.forward_spec(specs[0], specs[1], specs[2] if self.needs_clean else None, frame_valid)
+            frame_valid = torch.arange(student_spec.shape[-1], device=student.device) < n_frames.unsqueeze(1)
+        return self.forward_spec(student_spec, fixed[0], fixed[1] if self.needs_clean else None, frame_valid)
 
     def forward_spec(
         self,
@@ -217,6 +245,33 @@ class DISPatchLoss(torch.nn.Module):
             loss = weighted.sum() / n_selected.sum().clamp(min=1)
         self._record(layout, selected, weight, valid)
         return loss
+
+    @torch.no_grad()
+    def patch_scores(
+        self,
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        clean: torch.Tensor,
+        frame_valid: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Knowledge Gap Score of the patch each bin belongs to, for inspection and pictures.
+
+        The scores are those :meth:`forward_spec` ranks (same layout, band distances and clean target),
+        computed whatever the ``selection`` mode, so that plain KD can show where the teacher is better.
+
+        Args:
+            student, teacher, clean: complex spectrograms (batch, freq, frames) from :meth:`spectrogram`.
+            frame_valid: (batch, frames) bool, or None.
+
+        Returns:
+            (batch, freq, frames) real KGS, positive where the teacher is closer to the clean target;
+            0 on bins outside every patch (frames past the utterance's length).
+        """
+        layout = self.layout(teacher, frame_valid)
+        score = knowledge_gap_score(
+            self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
+        )
+        return layout.to_bins(score.flatten(1))
 
     @torch.no_grad()
     def _record(self, layout: PatchLayout, selected, weight, valid) -> None:

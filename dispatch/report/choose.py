@@ -1,8 +1,9 @@
 """Which test utterances the listening page shows, by a fixed, documented rule.
 
 The rule: the utterances with the best, median and worst per-utterance gain of the *subject* (the KD
-student with the highest mean of the ranking metric) over the *reference* (the baseline student), plus
-the ids given by the user. Gains are ``subject - reference`` (every metric used here is higher-is-better);
+student with the highest mean of the ranking metric; the best model when no KD student is given) over
+the *reference* (the baseline student; the noisy input with ``--baseline ''``), plus the ids given by
+the user (``--utts``). Gains are ``subject - reference`` (every metric used here is higher-is-better);
 utterances without a score on either side are left out of the ranking; ties are broken by utterance id so
 that the choice is reproducible.
 """

@@ -96,10 +96,12 @@ def read_kd_loss(exp_dir: Path) -> Optional[Tuple[str, dict]]:
 
 
 def _system(name: str, audio_scp: Path, scoring_dir: Optional[Path] = None, exp_dir: Optional[Path] = None) -> System:
+    """A :class:`System` with its audio list read and, for a model, its KD loss."""
     try:
         audio = read_scp(audio_scp)
     except FileNotFoundError:
-        raise ReportInputError(f"{name}: {audio_scp}: no such file (run the enhancement stage first)") from None
+        hint = " (run the enhancement stage first)" if exp_dir else ""
+        raise ReportInputError(f"{name}: {audio_scp}: no such file{hint}") from None
     except DataDirError as e:
         raise ReportInputError(f"{name}: {e}") from e
     return System(name, audio_scp, audio, scoring_dir, exp_dir, read_kd_loss(exp_dir) if exp_dir else None)

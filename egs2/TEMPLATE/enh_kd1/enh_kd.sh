@@ -38,10 +38,11 @@ student_config=       # Config of the student (baseline and every KD student).
 kd_configs=           # KD configs, space separated, each merged on top of the student config.
 teacher_args=         # Extra options for teacher training.
 student_args=         # Extra options for baseline and KD student training.
-tag_suffix=           # Suffix for every experiment name (e.g. _seed1).
+tag_suffix=           # Suffix of the student experiment names (e.g. _seed1); the teacher is shared.
 teacher_tag=          # Name of the teacher experiment (default: from the config file name).
 student_tag=          # Name of the baseline student experiment (default: from the config file name).
 skip_baseline=false   # Do not train the baseline (no-KD) student.
+use_teacher_cache=false  # KD students read the teacher's outputs cached by stage 10 instead of running it.
 
 # Enhancement and scoring
 inference_config=     # Config of espnet2.bin.enh_inference (e.g. segmenting of long utterances).
@@ -49,6 +50,8 @@ inference_args=       # Extra options for espnet2.bin.enh_inference.
 inference_model=valid.loss.best.pth  # Weights used for enhancement and packing.
 score_metrics=        # Metrics for scoring (empty: the scorer's default list).
 results_md=RESULTS.md # Results table written by the results stage, in the recipe folder.
+results_args=         # Extra options for dispatch.bin.make_results (e.g. --utts id1,id2 --plain_kd kd_l2).
+report_utts=          # Utterance ids always shown on the listening page (comma separated).
 
 # Packing and upload
 hf_repo_prefix=       # Hugging Face repo prefix (e.g. user/dispatch_mini): stage 12 uploads each model.
@@ -59,10 +62,12 @@ Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" --teacher_
 Stages:
   1: data preparation (local/data.sh)          7: enhancement of the test sets by every model
   2: formatting, resampling, validation        8: scoring
-  3: statistics (shape files)                  9: results table (${results_md})
-  4: teacher training, or --teacher_model      10: (reserved: teacher output cache)
-  5: baseline student training (no KD)         11: packing every model as an espnet2 zip
-  6: KD student training, one per --kd_configs 12: upload to the Hugging Face hub
+  3: statistics (shape files)                  9: results: ${results_md}, pictures, listening page
+  4: teacher training, or --teacher_model         (${expdir}/report/index.html)
+  5: baseline student training (no KD)         10: teacher output cache (--use_teacher_cache true;
+  6: KD student training, one per --kd_configs     runs before 6, which reads it)
+                                               11: packing every model as an espnet2 zip
+                                               12: upload to the Hugging Face hub
 
 Options (defaults in brackets):
   --stage [${stage}] --stop_stage [${stop_stage}] --ngpu [${ngpu}] --num_nodes [${num_nodes}]
@@ -70,8 +75,9 @@ Options (defaults in brackets):
   --fs [${fs}] --dumpdir [${dumpdir}] --expdir [${expdir}] --local_data_opts ["${local_data_opts}"]
   --teacher_model [${teacher_model}] --teacher_config --student_config --kd_configs "a.yaml b.yaml"
   --teacher_args --student_args --tag_suffix --teacher_tag --student_tag --skip_baseline [${skip_baseline}]
+  --use_teacher_cache [${use_teacher_cache}]
   --inference_config --inference_args --inference_model [${inference_model}] --score_metrics
-  --hf_repo_prefix
+  --results_args --report_utts --hf_repo_prefix
 HELP
 )
 
@@ -110,7 +116,7 @@ stats_dir=${expdir}/stats_${fs}
 conf_name() { basename "$(readlink -f "$1")" | sed -e 's/\.yaml$//' -e 's/^train_//' -e 's/^enh_//'; }
 teacher_tag=${teacher_tag:-teacher_$(conf_name "${teacher_config:-given}")}
 student_tag=${student_tag:-student_$(conf_name "${student_config}")}
-teacher_exp=${expdir}/${teacher_tag}${tag_suffix}
+teacher_exp=${expdir}/${teacher_tag}  # shared by every student run, whatever its --tag_suffix
 student_exp=${expdir}/${student_tag}${tag_suffix}
 kd_exp() { echo "${expdir}/${student_tag}_$(conf_name "$1")${tag_suffix}"; }
 [ -n "${teacher_model}" ] && teacher_exp=${teacher_model}
@@ -198,14 +204,35 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ] && [ "${skip_baseline}" != 
     train "${student_exp}" "${student_config}" ${student_args}
 fi
 
+# Stage 10 runs before stage 6, which reads its output; resuming makes a repeated call cheap.
+# A cached output was computed from the whole utterance; an online teacher sees only the training chunk.
+in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+if [ "${use_teacher_cache}" = true ] && { in_range 6 || in_range 10; }; then
+    _cache_base=${teacher_exp}; [ -d "${teacher_exp}" ] || _cache_base=${given_teacher_dir}
+    for dset in ${train_set} ${valid_set}; do
+        log "Stage 10: teacher outputs of ${dset} -> ${data_feats}/${dset}/teacher_ref1.scp"
+        mkdir -p "${_cache_base}/teacher_cache/log"
+        ${_inf_cmd} --gpu "${_inf_ngpu}" "${_cache_base}/teacher_cache/log/${dset}.log" \
+            ${python} -m dispatch.bin.cache_teacher --teacher_model "${teacher_exp}" \
+                --data_dir "${data_feats}/${dset}" --output_dir "${_cache_base}/teacher_cache/${dset}" \
+                --nj "${inference_nj}" --ngpu "${_inf_ngpu}"
+    done
+fi
+
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    if [ "${use_teacher_cache}" = true ]; then
+        _teacher_opts=(--train_data_path_and_name_and_type "${data_feats}/${train_set}/teacher_ref1.scp,teacher_ref1,sound"
+                       --valid_data_path_and_name_and_type "${data_feats}/${valid_set}/teacher_ref1.scp,teacher_ref1,sound")
+    else
+        _teacher_opts=(--teacher_model "${teacher_exp}")
+    fi
     for kd_config in ${kd_configs}; do
         _dir=$(kd_exp "${kd_config}")
         log "Stage 6: KD student training: ${student_config} + ${kd_config} -> ${_dir}"
         mkdir -p "${_dir}"
         ${python} -m dispatch.bin.merge_configs "${_dir}/train_config.yaml" "${student_config}" "${kd_config}"
         # shellcheck disable=SC2086
-        train "${_dir}" "${_dir}/train_config.yaml" --teacher_model "${teacher_exp}" ${student_args}
+        train "${_dir}" "${_dir}/train_config.yaml" "${_teacher_opts[@]}" ${student_args}
     done
 fi
 
@@ -262,13 +289,23 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
-    log "Stage 9: results table -> ${results_md}"
+    log "Stage 9: results table and pictures -> ${results_md}, ${expdir}/results/images"
     _models=(); for entry in "${models[@]}"; do
         name=${entry%%=*}; dir=${entry#*=}; [ -d "${dir}" ] || dir=${given_teacher_dir}
         _models+=("${name}=${dir}")
     done
+    _baseline=baseline; [ "${skip_baseline}" = true ] && _baseline=""
+    # shellcheck disable=SC2086
     ${python} -m dispatch.bin.make_results --output "${results_md}" --test_sets "${test_sets}" \
-        --noisy "${expdir}/noisy" --baseline baseline --command "${run_args}" "${_models[@]}"
+        --noisy "${expdir}/noisy" --baseline "${_baseline}" --command "${run_args}" \
+        --fs "${fs}" --data_dir "${data_feats}" --images_dir "${expdir}/results/images" \
+        --report "${expdir}/report/index.html" ${results_args} "${_models[@]}"
+    _set=${test_sets%% *}
+    log "Stage 9: listening page -> ${expdir}/report/index.html (test set ${_set})"
+    ${python} -m dispatch.bin.make_report --output_dir "${expdir}/report" --results_md "${results_md}" \
+        --test_set "${_set}" --data_dir "${data_feats}/${_set}" \
+        --noisy_scoring "${expdir}/noisy/enhanced_${_set}/scoring" \
+        --baseline "${_baseline}" --teacher teacher --utts "${report_utts}" "${_models[@]}"
 fi
 
 if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then

@@ -4,6 +4,7 @@
 #   ./run.sh                        # the shipped teacher (pretrained/), baseline and KD students
 #   ./run.sh --retrain_teacher true # stage 4 trains the teacher with conf/train_teacher.yaml instead
 #   ./run.sh --ci true              # the smaller version CI runs
+# KD students read the teacher's outputs cached once by stage 10 (--use_teacher_cache false: online).
 # Any enh_kd.sh option can follow (e.g. `./run.sh --stage 6 --kd_configs "conf/kd/kd_si_snr.yaml"`).
 set -euo pipefail
 
@@ -41,6 +42,7 @@ fi
     --local_data_opts "${local_data_opts}" \
     --teacher_config conf/train_teacher.yaml \
     --teacher_model "${teacher_model}" \
+    --use_teacher_cache true \
     --student_config conf/train_student.yaml \
     --kd_configs "${kd_configs}" \
     --teacher_args "${train_args}" \

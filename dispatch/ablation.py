@@ -1,0 +1,518 @@
+"""Ablation grids of KD variants, and their statistics over seeds.
+
+An ablation spec (``conf/ablation/<name>.yaml`` in a recipe) names the variants to train, the seeds to
+train each with, and the reference variant that every other one is compared with::
+
+    seeds: [0, 1, 2]
+    reference: kd_l2                  # the plain-KD row of the paired differences
+    metrics: [PESQ_WB, STOI, SI_SDR]  # optional: table columns (default: every metric scored)
+    variants:                         # fixed variants, in table order
+        none: null                    # the baseline student without KD (enh_kd.sh stage 5)
+        kd_l2: conf/kd/kd_l2.yaml     # a KD config as it is
+        kd_dfkd_dispatch:             # a KD config with some options changed
+            base: conf/kd/kd_dfkd_dispatch_mssp.yaml
+            set: {kd_loss_conf.bands: [[20, 1], [20, 1]]}
+    grid:                             # variants from every combination of values (one grid or a list)
+        base: conf/kd/kd_dispatch_l2.yaml
+        prefix: kd_dispatch_l2        # optional: names start with it (default: the base file's name)
+        vary:
+            kd_loss_conf.topk: [0.2, 0.4, 0.6, 0.8, 1.0]            # -> kd_dispatch_l2_topk0.2, ...
+            kd_loss_conf.band_edges: {xover: crossover, 2k: [2000]}  # labelled values -> ..._xover, ..._2k
+
+Config paths are relative to the recipe folder, like ``--kd_configs``. Dotted keys address nested
+options (``kd_loss_conf.topk``). Every KD variant is expanded into one self-contained KD yaml, which
+the recipe merges onto its student config as for any ``--kd_configs`` entry; its KD loss is built at
+expansion time so that a typo or an impossible combination fails before any training.
+
+Statistics (:func:`seed_summary`, :func:`paired_over_seeds`, :func:`paired_over_utterances`) work on
+per-utterance scores of every variant and seed; :func:`ablation_table` writes them as markdown.
+"""
+from __future__ import annotations
+
+import datetime
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import yaml
+from scipy import stats
+
+from dispatch.losses import build_kd_loss
+from dispatch.report.inputs import ReportInputError, read_scores
+from dispatch.results import ordered_metrics, read_summary
+
+SPEC_KEYS = ("description", "seeds", "reference", "metrics", "variants", "grid")
+GRID_KEYS = ("base", "prefix", "vary")
+# Variant names become file names and experiment names (exp/<student_tag>_<name>_seed<N>); enh_kd.sh
+# strips a leading train_ or enh_ from config names, so such names would not round-trip.
+VARIANT_NAME = re.compile(r"^(?!train_|enh_)[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# variant -> seed -> utterance -> value, for one test set and metric
+Scores = Mapping[str, Mapping[int, Mapping[str, float]]]
+
+
+class AblationError(ValueError):
+    """An ablation spec, a KD config it names or a score file is unusable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of an ablation: a KD config (``None`` for the baseline student without KD).
+
+    Attributes:
+        name: row name, KD config file name and part of the experiment name.
+        kd_config: the KD options merged onto the student config, or None (no KD).
+        source: where the options come from, e.g. ``conf/kd/kd_dispatch_l2.yaml + kd_loss_conf.topk=0.2``.
+    """
+
+    name: str
+    kd_config: Optional[Dict[str, Any]]
+    source: str
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    """A parsed ablation spec (see the module docstring)."""
+
+    name: str
+    seeds: Tuple[int, ...]
+    reference: str
+    metrics: Tuple[str, ...]
+    variants: Tuple[Variant, ...]
+    description: str = ""
+
+    @property
+    def baseline(self) -> Optional[Variant]:
+        """The variant without KD, if the grid has one."""
+        return next((v for v in self.variants if v.kd_config is None), None)
+
+    @property
+    def kd_variants(self) -> List[Variant]:
+        return [v for v in self.variants if v.kd_config is not None]
+
+
+# ------------------------------------------------------------------ grid expansion
+
+
+def set_dotted(conf: Mapping[str, Any], key: str, value: Any) -> Dict[str, Any]:
+    """A copy of ``conf`` with the nested option ``a.b.c`` set to ``value`` (missing levels created)."""
+    head, _, rest = key.partition(".")
+    out = dict(conf)
+    if not rest:
+        out[head] = value
+        return out
+    inner = out.get(head) or {}
+    if not isinstance(inner, Mapping):
+        raise AblationError(f"cannot set {key!r}: {head!r} is {inner!r}, not a mapping of options")
+    out[head] = set_dotted(inner, rest, value)
+    return out
+
+
+def value_label(value: Any) -> str:
+    """Short, file-name-safe text of an option value: 0.2 -> 0.2, [20, 1] -> 20x1, [[10, 1], [40, 1]] -> 10x1-40x1."""
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, (list, tuple)) for v in value):
+            return "-".join(value_label(v) for v in value)
+        return "x".join(value_label(v) for v in value)
+    if isinstance(value, float):
+        return str(value)
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", str(value))
+
+
+def _check_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not VARIANT_NAME.match(name):
+        raise AblationError(
+            f"{where}: variant name {name!r} must be letters, digits, '.', '_' or '-', not starting with "
+            "train_ or enh_ (it names files and experiments)"
+        )
+    return name
+
+
+def _load_kd_yaml(path: Path, root: Path, where: str) -> Dict[str, Any]:
+    full = path if path.is_absolute() else root / path
+    try:
+        conf = yaml.safe_load(full.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise AblationError(f"{where}: cannot read KD config {path}: {e}") from e
+    if not isinstance(conf, dict):
+        raise AblationError(f"{where}: KD config {path} must hold a mapping of options")
+    return conf
+
+
+def check_kd_config(conf: Mapping[str, Any], where: str) -> None:
+    """Build the variant's KD loss, so that bad options fail now rather than after hours of training.
+
+    The loss is built at its default sampling rate (16 kHz); band edges in Hz are checked again by the
+    training at the data's rate.
+    """
+    if "kd_loss" not in conf or conf["kd_loss"] is None:
+        raise AblationError(f"{where}: no kd_loss: a variant without KD is written `name: null`")
+    options = conf.get("kd_loss_conf") or {}
+    if not isinstance(options, Mapping):
+        raise AblationError(f"{where}: kd_loss_conf must be a mapping of options, not {options!r}")
+    try:
+        build_kd_loss(conf["kd_loss"], **options)
+    except (TypeError, ValueError) as e:
+        raise AblationError(f"{where}: {e}") from e
+
+
+def _overridden(base: Dict[str, Any], overrides: Mapping[str, Any], where: str) -> Dict[str, Any]:
+    conf = base
+    for key, value in overrides.items():
+        conf = set_dotted(conf, str(key), value)
+    check_kd_config(conf, where)
+    return conf
+
+
+def _fixed_variant(name: str, entry: Any, root: Path, where: str) -> Variant:
+    if entry is None:
+        return Variant(name, None, "no KD (baseline student)")
+    if isinstance(entry, str):
+        conf = _load_kd_yaml(Path(entry), root, where)
+        check_kd_config(conf, where)
+        return Variant(name, conf, entry)
+    if isinstance(entry, Mapping) and set(entry) <= {"base", "set"} and isinstance(entry.get("base"), str):
+        overrides = entry.get("set") or {}
+        if not isinstance(overrides, Mapping):
+            raise AblationError(f"{where}: `set` must map dotted options to values")
+        conf = _overridden(_load_kd_yaml(Path(entry["base"]), root, where), overrides, where)
+        return Variant(name, conf, " + ".join([entry["base"], *(f"{k}={v}" for k, v in overrides.items())]))
+    raise AblationError(f"{where}: expected null, a KD config path, or {{base: <path>, set: {{...}}}}")
+
+
+def _grid_variants(grid: Any, root: Path, where: str) -> List[Variant]:
+    if not isinstance(grid, Mapping) or not isinstance(grid.get("base"), str) or set(grid) - set(GRID_KEYS):
+        raise AblationError(f"{where}: a grid is {{base: <KD config>, prefix: <name>, vary: {{option: values}}}}")
+    vary = grid.get("vary")
+    if not isinstance(vary, Mapping) or not vary:
+        raise AblationError(f"{where}: `vary` must map dotted options to lists (or labelled mappings) of values")
+    base_path = Path(grid["base"])
+    base = _load_kd_yaml(base_path, root, where)
+    prefix = grid.get("prefix") or base_path.stem
+    axes: List[List[Tuple[str, str, Any]]] = []  # per option: (option, label, value)
+    for option, values in vary.items():
+        if isinstance(values, Mapping):
+            axes.append([(option, str(label), v) for label, v in values.items()])
+        elif isinstance(values, list) and values:
+            leaf = str(option).rsplit(".", 1)[-1]
+            axes.append([(option, f"{leaf}{value_label(v)}", v) for v in values])
+        else:
+            raise AblationError(f"{where}: vary.{option} must be a non-empty list or mapping of values")
+    variants = []
+    for combo in itertools.product(*axes):
+        name = _check_name("_".join([prefix, *(label for _, label, _ in combo)]), where)
+        overrides = {option: value for option, _, value in combo}
+        conf = _overridden(base, overrides, f"{where} ({name})")
+        source = " + ".join([grid["base"], *(f"{k}={v}" for k, v in overrides.items())])
+        variants.append(Variant(name, conf, source))
+    return variants
+
+
+def parse_spec(raw: Any, name: str, root: Path = Path("."), where: str = "ablation spec") -> AblationSpec:
+    """An :class:`AblationSpec` from the loaded yaml; KD config paths are relative to ``root``.
+
+    Raises:
+        AblationError: naming ``where`` (the spec file) and the faulty entry.
+    """
+    if not isinstance(raw, Mapping):
+        raise AblationError(f"{where}: expected a mapping with keys {SPEC_KEYS}")
+    unknown = sorted(set(raw) - set(SPEC_KEYS))
+    if unknown:
+        raise AblationError(f"{where}: unknown key(s) {unknown}; the keys are {SPEC_KEYS}")
+
+    seeds = raw.get("seeds")
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise AblationError(f"{where}: seeds must be a non-empty list of distinct integers >= 0, not {seeds!r}")
+    metrics = raw.get("metrics") or []
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise AblationError(f"{where}: metrics must be a list of metric names (e.g. [PESQ_WB, STOI])")
+
+    fixed = raw.get("variants") or {}
+    if not isinstance(fixed, Mapping):
+        raise AblationError(f"{where}: variants must map names to KD configs")
+    variants = [_fixed_variant(_check_name(n, where), e, root, f"{where}: variants.{n}") for n, e in fixed.items()]
+    grids = raw.get("grid") or []
+    for i, grid in enumerate(grids if isinstance(grids, list) else [grids]):
+        variants += _grid_variants(grid, root, f"{where}: grid[{i}]" if isinstance(grids, list) else f"{where}: grid")
+    if not variants:
+        raise AblationError(f"{where}: no variants (give `variants` and/or `grid`)")
+
+    names = [v.name for v in variants]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise AblationError(f"{where}: variant name(s) {repeated} occur twice")
+    if sum(v.kd_config is None for v in variants) > 1:
+        raise AblationError(f"{where}: only one variant can be the baseline without KD (null)")
+    reference = raw.get("reference")
+    if reference not in names:
+        raise AblationError(f"{where}: reference {reference!r} must be one of the variants {names}")
+    return AblationSpec(name, tuple(seeds), reference, tuple(metrics), tuple(variants), str(raw.get("description", "")))
+
+
+def load_spec(path: Path, root: Path = Path(".")) -> AblationSpec:
+    """Read and expand an ablation spec file; its name is the file name without ``.yaml``."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise AblationError(f"cannot read ablation spec {path}: {e}") from e
+    return parse_spec(raw, Path(path).stem, root, where=str(path))
+
+
+def kd_config_text(variant: Variant, spec_path: Union[str, Path]) -> str:
+    """The yaml of one expanded KD variant, with a header saying where it comes from."""
+    header = f"# {variant.name}: expanded by dispatch.bin.ablation from {spec_path}\n# {variant.source}\n"
+    return header + yaml.safe_dump(variant.kd_config, sort_keys=False, default_flow_style=None)
+
+
+# ------------------------------------------------------------------ experiments and scores
+
+
+def tag_suffix(seed: int) -> str:
+    """enh_kd.sh --tag_suffix of one seed's experiments (run_ablation.sh passes the same)."""
+    return f"_seed{seed}"
+
+
+def experiment_dir(expdir: Path, student_tag: str, variant: Variant, seed: int) -> Path:
+    """Where enh_kd.sh puts a variant's experiment: <expdir>/<student_tag>[_<kd config name>]_seed<N>."""
+    kd = "" if variant.kd_config is None else f"_{variant.name}"
+    return expdir / f"{student_tag}{kd}{tag_suffix(seed)}"
+
+
+def finished_scoring(exp: Path, test_set: str) -> Optional[Path]:
+    """The scoring dir of a test set once scoring finished (its summary.json marks completion)."""
+    scoring = exp / f"enhanced_{test_set}" / "scoring"
+    return scoring if (scoring / "summary.json").is_file() else None
+
+
+def discover_test_sets(exps: Sequence[Path]) -> List[str]:
+    """Test sets scored in any of the experiments (enhanced_<set>/scoring/summary.json), sorted."""
+    found = {p.parent.parent.name[len("enhanced_"):] for e in exps for p in e.glob("enhanced_*/scoring/summary.json")}
+    return sorted(found)
+
+
+# ------------------------------------------------------------------ statistics
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its spread (standard deviation or standard error, NaN when undefined) over n units."""
+
+    mean: float
+    spread: float
+    n: int
+
+
+def seed_summary(per_seed: Mapping[int, Mapping[str, float]]) -> Estimate:
+    """Mean and sample standard deviation (ddof=1) over seeds of each seed's mean over utterances.
+
+    The standard deviation describes how much a variant's test score moves with the seed (initialisation
+    and data order); utterances with a NaN score are left out of their seed's mean, as in summary.json.
+    """
+    values = np.array([np.nanmean(list(u.values())) for u in per_seed.values()], dtype=float)
+    if values.size == 0:
+        return Estimate(math.nan, math.nan, 0)
+    spread = float(np.std(values, ddof=1)) if values.size > 1 else math.nan
+    return Estimate(float(np.mean(values)), spread, int(values.size))
+
+
+def _common_utterances(variant: Mapping[str, float], reference: Mapping[str, float], seed: int) -> List[str]:
+    if set(variant) != set(reference):
+        only = sorted(set(variant) ^ set(reference))[:5]
+        raise AblationError(
+            f"seed {seed}: variant and reference were scored on different utterances (e.g. {only}): "
+            "rescore both on the same test set"
+        )
+    return sorted(variant)
+
+
+def paired_over_seeds(
+    variant: Mapping[int, Mapping[str, float]], reference: Mapping[int, Mapping[str, float]]
+) -> Estimate:
+    """Paired difference variant - reference, seed by seed; mean and standard error over seeds.
+
+    Runs with the same seed share the initialisation and the data order, so their difference removes
+    what the seed does to both. The standard error (sample std of the per-seed differences / sqrt(n))
+    is the uncertainty a reader cares about when asking whether a method helps: how much the gain
+    would move with other training runs. It has n - 1 degrees of freedom, so with 3 seeds it is itself
+    rough. Only seeds finished for both are used.
+    """
+    seeds = sorted(set(variant) & set(reference))
+    diffs = []
+    for s in seeds:
+        utts = _common_utterances(variant[s], reference[s], s)
+        diffs.append(np.nanmean([variant[s][u] - reference[s][u] for u in utts]))
+    if not diffs:
+        return Estimate(math.nan, math.nan, 0)
+    se = float(stats.sem(diffs)) if len(diffs) > 1 else math.nan
+    return Estimate(float(np.mean(diffs)), se, len(diffs))
+
+
+def paired_over_utterances(
+    variant: Mapping[int, Mapping[str, float]], reference: Mapping[int, Mapping[str, float]]
+) -> Estimate:
+    """Paired difference variant - reference per utterance (averaged over the common seeds); mean and
+    standard error over utterances.
+
+    This standard error measures how much the difference would move with another test set of the same
+    size, not with other training runs: with few seeds it says whether a difference exceeds utterance
+    noise, but it understates the uncertainty of a method comparison when seeds vary a lot.
+    """
+    seeds = sorted(set(variant) & set(reference))
+    if not seeds:
+        return Estimate(math.nan, math.nan, 0)
+    utts = _common_utterances(variant[seeds[0]], reference[seeds[0]], seeds[0])
+    for s in seeds[1:]:
+        if _common_utterances(variant[s], reference[s], s) != utts:
+            raise AblationError(f"seed {s} was scored on other utterances than seed {seeds[0]}")
+    diffs = np.array([[variant[s][u] - reference[s][u] for u in utts] for s in seeds], dtype=float)
+    per_utt = np.nanmean(diffs, axis=0)
+    per_utt = per_utt[~np.isnan(per_utt)]
+    se = float(stats.sem(per_utt)) if per_utt.size > 1 else math.nan
+    return Estimate(float(np.mean(per_utt)), se, int(per_utt.size))
+
+
+PAIRED = {"seed": paired_over_seeds, "utterance": paired_over_utterances}
+
+
+# ------------------------------------------------------------------ table
+
+
+def _fmt(value: float, signed: bool = False) -> str:
+    return "-" if math.isnan(value) else (f"{value:+.3f}" if signed else f"{value:.3f}")
+
+
+def _cell(summary: Estimate, diff: Optional[Estimate]) -> str:
+    if summary.n == 0:
+        return "-"
+    cell = _fmt(summary.mean) + ("" if math.isnan(summary.spread) else f" ± {_fmt(summary.spread)}")
+    if diff is not None and diff.n > 0:
+        se = "" if math.isnan(diff.spread) else f" ± {_fmt(diff.spread)}"
+        cell += f" ({_fmt(diff.mean, signed=True)}{se})"
+    return cell
+
+
+def set_table(
+    spec: AblationSpec,
+    scores: Mapping[str, Scores],
+    metrics: Sequence[str],
+    extra: Mapping[str, Mapping[str, float]],
+    planned: int,
+    pairing: str = "seed",
+) -> str:
+    """Markdown table of one test set: a row per variant, a cell per metric.
+
+    Args:
+        scores: metric -> variant -> seed -> utterance -> value (finished seeds only).
+        metrics: columns, in order.
+        extra: single-run rows shown first (noisy input, teacher): name -> metric -> mean.
+        planned: number of seeds asked for (the `seeds` column shows finished/planned).
+        pairing: ``seed`` (:func:`paired_over_seeds`) or ``utterance`` (:func:`paired_over_utterances`).
+    """
+    paired = PAIRED[pairing]
+    lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
+    for name, means in extra.items():
+        lines.append(f"| {name} | - | " + " | ".join(_fmt(means.get(m, math.nan)) for m in metrics) + " |")
+    for v in spec.variants:
+        cells, n_done = [], 0
+        for m in metrics:
+            runs = scores.get(m, {}).get(v.name, {})
+            reference = scores.get(m, {}).get(spec.reference, {})
+            n_done = max(n_done, len(runs))
+            diff = None if v.name == spec.reference else paired(runs, reference)
+            cells.append(_cell(seed_summary(runs), diff))
+        label = f"{v.name} (reference)" if v.name == spec.reference else v.name
+        lines.append(f"| {label} | {n_done}/{planned} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def load_scores(
+    spec: AblationSpec, expdir: Path, student_tag: str, test_set: str, seeds: Sequence[int]
+) -> Tuple[Dict[str, Dict[str, Dict[int, Dict[str, float]]]], List[str]]:
+    """Per-utterance scores of every finished (variant, seed) of a test set, and the metrics found.
+
+    Returns:
+        (metric -> variant -> seed -> utterance -> value, metrics in table order).
+    """
+    scores: Dict[str, Dict[str, Dict[int, Dict[str, float]]]] = {}
+    summaries = []
+    for v in spec.variants:
+        for seed in seeds:
+            scoring = finished_scoring(experiment_dir(expdir, student_tag, v, seed), test_set)
+            if scoring is None:
+                continue
+            summary = read_summary(scoring) or {}
+            summaries.append(summary)
+            for metric in summary:
+                path = scoring / metric
+                if not path.is_file():
+                    continue
+                try:
+                    scores.setdefault(metric, {}).setdefault(v.name, {})[seed] = read_scores(path)
+                except ReportInputError as e:
+                    raise AblationError(str(e)) from e
+    found = ordered_metrics(summaries)
+    metrics = [m for m in spec.metrics if m in found] if spec.metrics else found
+    return scores, metrics
+
+
+def ablation_table(
+    spec: AblationSpec,
+    spec_path: Union[str, Path],
+    expdir: Path,
+    student_tag: str,
+    seeds: Optional[Sequence[int]] = None,
+    test_sets: Optional[Sequence[str]] = None,
+    extra: Optional[Mapping[str, Path]] = None,
+    pairing: str = "seed",
+) -> str:
+    """The whole ablation results page (markdown) from the experiment tree.
+
+    Args:
+        spec: the ablation; ``spec_path`` is only quoted in the page.
+        expdir, student_tag: experiments are found by :func:`experiment_dir`.
+        seeds: the seeds to collect (default: the spec's).
+        test_sets: default: every set scored in any experiment of the ablation.
+        extra: single-run rows shown above the variants, name -> experiment dir (e.g. noisy, teacher).
+        pairing: how the paired difference to the reference is taken, ``seed`` or ``utterance``.
+    """
+    if pairing not in PAIRED:
+        raise ValueError(f"pairing={pairing!r}: choose one of {sorted(PAIRED)}")
+    seeds = list(seeds if seeds is not None else spec.seeds)
+    extra = dict(extra or {})
+    exps = [experiment_dir(expdir, student_tag, v, s) for v in spec.variants for s in seeds]
+    sets = list(test_sets) if test_sets else discover_test_sets(exps)
+    spread = {
+        "seed": "standard error over seeds (differences taken seed by seed)",
+        "utterance": "standard error over utterances (differences per utterance, averaged over seeds)",
+    }[pairing]
+    parts = [
+        f"# Ablation: {spec.name}",
+        "",
+        *([spec.description.strip(), ""] if spec.description.strip() else []),
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- spec: `{spec_path}`; seeds: {' '.join(map(str, seeds))}; "
+        f"experiments: `{expdir}/{student_tag}[_<variant>]_seed<N>`",
+        "- cells: mean ± standard deviation over seeds of the test-set mean; in brackets the paired "
+        f"difference to `{spec.reference}`, mean ± {spread}; `seeds`: finished/planned",
+        "",
+        "| variant | KD config |",
+        "|---|---|",
+        *(f"| {v.name} | `{v.source}` |" for v in spec.variants),
+    ]
+    for dset in sets:
+        scores, metrics = load_scores(spec, expdir, student_tag, dset, seeds)
+        extra_means = {}
+        for name, d in extra.items():
+            scoring = finished_scoring(d, dset)
+            if scoring is not None:
+                extra_means[name] = {m: s["mean"] for m, s in (read_summary(scoring) or {}).items()}
+        table = set_table(spec, scores, metrics, extra_means, len(seeds), pairing) if metrics else "(no scores yet)"
+        parts += ["", f"## {dset}", "", table]
+    if not sets:
+        parts += ["", "(no scores yet)"]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,540 @@
+"""Speed and memory of KD for speech enhancement: KD losses, KD training steps, student inference.
+
+What is measured (``python -m dispatch.bin.benchmark`` writes it as a markdown table):
+
+a) forward + backward of each KD loss on a batch of waveforms, against a plain magnitude-L2 KD and a
+   re-implementation of the DISPatch reference code's selection (:class:`ReferenceStyleDISPatchL2`);
+b) a full training step (forward, backward, gradient clipping, optimizer step) of the Conv-TasNet student
+   alone, with the KD loss and cached teacher outputs, and with the teacher run online;
+c) the share of the KD step taken by the KD loss, and the peak memory each step adds;
+d) the real-time factor of each model's inference on one CPU thread.
+
+Models are espnet2 models built from the VoiceBank+DEMAND recipe configs with random weights (speed
+does not depend on the weights), KD losses from the shared ``conf/kd`` yamls. Timings are medians over
+repeats after warm-up; the spread is the interquartile range over the median.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import gc
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import yaml
+
+from dispatch.losses import build_kd_loss
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_CONF = REPO_ROOT / "egs2" / "voicebank_demand" / "enh_kd1" / "conf" / "tuning"
+KD_CONF = REPO_ROOT / "egs2" / "TEMPLATE" / "enh_kd1" / "conf" / "kd"
+TEACHER_CONFIG = MODEL_CONF / "train_enh_conv_tasnet_teacher.yaml"
+STUDENT_CONFIGS = {
+    "Conv-TasNet small": MODEL_CONF / "train_enh_conv_tasnet_small.yaml",
+    "DCCRN-CL small": MODEL_CONF / "train_enh_dccrn_cl_small.yaml",
+}
+STEP_STUDENT = "Conv-TasNet small"
+STEP_KD_CONFIG = KD_CONF / "kd_dfkd_dispatch_mssp.yaml"  # the paper's best KD, run inside the KD step
+FS = 16000
+
+Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------------------------- timing
+@dataclass
+class Timing:
+    """Median and interquartile range (seconds) of repeated runs; peak memory added, if measured."""
+
+    median: float
+    iqr: float
+    peak_bytes: Optional[int] = None
+
+    @property
+    def spread(self) -> float:
+        return self.iqr / self.median if self.median > 0 else 0.0
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _proc_status_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise KeyError(field_name)
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap back to the OS, so that the next step's peak starts from what is really in use."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: peaks may then include memory cached by the allocator
+        pass
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[Dict[str, Optional[int]]]:
+    """Peak memory (bytes) allocated inside the block on top of what was in use when it began.
+
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the process's resident set high-water mark, reset
+    through ``/proc/self/clear_refs`` (Linux); tracemalloc would not see torch's tensor allocations.
+    The result is ``None`` where the high-water mark cannot be reset.
+    """
+    result: Dict[str, Optional[int]] = {"peak_bytes": None}
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        yield result
+        synchronize(device)
+        result["peak_bytes"] = torch.cuda.max_memory_allocated(device) - start
+        return
+    _release_free_memory()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # "5": reset the peak RSS to the current RSS
+        start = _proc_status_kib("VmRSS")
+    except OSError:
+        yield result
+        return
+    yield result
+    result["peak_bytes"] = (_proc_status_kib("VmHWM") - start) * 1024
+
+
+def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int,
+            memory: bool = False) -> Timing:
+    """Median time of ``fn()`` over ``repeats`` runs after ``warmup`` runs, and optionally its peak memory."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    with peak_memory(device) if memory else nullcontext({"peak_bytes": None}) as mem:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return Timing(statistics.median(times), quartiles[2] - quartiles[0], mem["peak_bytes"])
+
+
+@contextmanager
+def num_threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ----------------------------------------------------------------------------------------------- losses
+class PlainL2KD(torch.nn.Module):
+    """Conventional KD, written plainly: mean over all bins of ``(|S| - |T|)^2``, no patches.
+
+    The teacher's STFT runs without autograd. Anchor of the "at most 1.5x plain L2 KD" target.
+
+    Shape:
+        student, teacher: (batch, time); clean is ignored; output: scalar.
+    """
+
+    def __init__(self, n_fft: int = 512, hop_length: int = 128):
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def magnitude(self, wav: torch.Tensor) -> torch.Tensor:
+        return torch.stft(wav, self.n_fft, self.hop_length, window=self.window, return_complex=True).abs()
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, clean: Optional[torch.Tensor] = None):
+        with torch.no_grad():
+            target = self.magnitude(teacher)
+        return (self.magnitude(student) - target).pow(2).mean()
+
+
+class ReferenceStyleDISPatchL2(PlainL2KD):
+    """DISPatch with magnitude L2 the way the paper's reference code computes it (written here to time it).
+
+    Three separate STFTs (student, teacher, clean); the frequency axis is zero-padded by concatenation
+    to a multiple of the patch height ``patch_bins`` (padded bins count in the patch means); patch
+    errors are means of squared magnitude errors; the Knowledge Gap Score is student error minus
+    teacher error; per utterance the ``m = max(1, int(topk * patches))``-th largest score, found by a
+    batched ``kthvalue``, is the threshold (ties kept); the KD loss is the sum of the student-teacher
+    patch errors over selected patches divided by ``batch * patches * topk``. Like the reference, the
+    selection is computed with autograd on.
+
+    Shape:
+        student, teacher, clean: (batch, time); output: scalar.
+    """
+
+    def __init__(self, patch_bins: int = 20, topk: float = 0.8, n_fft: int = 512, hop_length: int = 128):
+        super().__init__(n_fft, hop_length)
+        self.patch_bins, self.topk = patch_bins, topk
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor, clean: Optional[torch.Tensor] = None):
+        mags = [self.magnitude(x) for x in (student, teacher, clean)]
+        batch, n_freq, n_frames = mags[0].shape
+        n_patches = math.ceil(n_freq / self.patch_bins)
+        pad = mags[0].new_zeros(batch, n_patches * self.patch_bins - n_freq, n_frames)
+        s, t, y = (torch.cat([m, pad], dim=1).view(batch, n_patches, self.patch_bins, n_frames) for m in mags)
+        score = (s - y).pow(2).mean(dim=2) - (t - y).pow(2).mean(dim=2)  # (batch, patches, frames)
+        flat = score.reshape(batch, -1)
+        m = max(int(flat.shape[1] * self.topk), 1)
+        threshold = torch.kthvalue(-flat, m, dim=1).values  # m-th largest score, negated
+        mask = (flat >= -threshold.unsqueeze(1)).view_as(score).to(s.dtype)
+        kd = (s - t).pow(2).mean(dim=2)
+        return (kd * mask).sum() / (flat.numel() * self.topk)
+
+
+def kd_loss_from_yaml(path: Path) -> torch.nn.Module:
+    """The KD loss a recipe's ``conf/kd/*.yaml`` configures."""
+    conf = yaml.safe_load(path.read_text())
+    return build_kd_loss(conf["kd_loss"], **(conf.get("kd_loss_conf") or {}))
+
+
+@dataclass(frozen=True)
+class LossCase:
+    key: str
+    label: str
+    build: Callable[[], torch.nn.Module]
+
+
+LOSS_CASES = (
+    LossCase("plain_l2", "L2 KD, plain (2 STFTs, mean over bins)", PlainL2KD),
+    LossCase("l2", "L2 KD (`kd_l2.yaml`: DISPatchLoss, selection all)", lambda: kd_loss_from_yaml(KD_CONF / "kd_l2.yaml")),
+    LossCase("l2_dispatch", "L2 + DISPatch 20x1, top 80% (`kd_dispatch_l2.yaml`)",
+             lambda: kd_loss_from_yaml(KD_CONF / "kd_dispatch_l2.yaml")),
+    LossCase("l2_dispatch_mssp", "L2 + DISPatch + MSSP 10/40 (`kd_dispatch_l2_mssp.yaml`)",
+             lambda: kd_loss_from_yaml(KD_CONF / "kd_dispatch_l2_mssp.yaml")),
+    LossCase("dfkd", "DFKD (`kd_dfkd.yaml`)", lambda: kd_loss_from_yaml(KD_CONF / "kd_dfkd.yaml")),
+    LossCase("dfkd_dispatch_mssp", "DFKD + DISPatch + MSSP (`kd_dfkd_dispatch_mssp.yaml`)",
+             lambda: kd_loss_from_yaml(STEP_KD_CONFIG)),
+    LossCase("reference", "reference-style L2 + DISPatch 20x1, top 80% (3 STFTs, zero-pad, kthvalue)",
+             ReferenceStyleDISPatchL2),
+)
+
+
+def waveforms(batch: int, samples: int, device: torch.device, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Noisy input, clean target and a plausible teacher output, (batch, samples) each."""
+    g = torch.Generator().manual_seed(seed)
+    clean = 0.1 * torch.randn(batch, samples, generator=g)
+    noisy = clean + 0.05 * torch.randn(batch, samples, generator=g)
+    teacher = clean + 0.01 * torch.randn(batch, samples, generator=g)
+    return {k: v.to(device) for k, v in (("noisy", noisy), ("clean", clean), ("teacher", teacher))}
+
+
+def bench_losses(device: torch.device, batch: int, samples: int, warmup: int, repeats: int) -> Dict[str, Timing]:
+    """(a): forward + backward time of every loss in :data:`LOSS_CASES`."""
+    wav = waveforms(batch, samples, device)
+    student = (wav["clean"] + 0.03 * torch.randn_like(wav["clean"])).requires_grad_()
+    results = {}
+    for case in LOSS_CASES:
+        loss = case.build().to(device)
+
+        def step(loss=loss):
+            loss(student, wav["teacher"], wav["clean"]).backward()
+            student.grad = None
+
+        results[case.key] = measure(step, device, warmup, repeats)
+    return results
+
+
+def top_ops(case_key: str, device: torch.device, batch: int, samples: int, n: int = 3) -> str:
+    """Where a loss's forward + backward spends its time: the ``n`` ops with the most self time."""
+    case = next(c for c in LOSS_CASES if c.key == case_key)
+    loss = case.build().to(device)
+    wav = waveforms(batch, samples, device)
+    student = wav["clean"].clone().requires_grad_()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    loss(student, wav["teacher"], wav["clean"]).backward()  # warm-up outside the profile
+    with torch.profiler.profile(activities=activities) as prof:
+        loss(student, wav["teacher"], wav["clean"]).backward()
+        synchronize(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
+    total = sum(getattr(e, attr) for e in events) or 1
+    return ", ".join(f"`{e.key}` {100 * getattr(e, attr) / total:.0f}%" for e in events[:n])
+
+
+# ------------------------------------------------------------------------------------- training steps
+def parse_config(config: Path, **overrides) -> argparse.Namespace:
+    """Arguments of ``dispatch.bin.enh_kd_train --config <config>``, with some replaced."""
+    from dispatch.task import EnhancementKDTask
+
+    args = EnhancementKDTask.get_parser().parse_args(["--config", str(config)])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def build_model(config: Path, **overrides) -> torch.nn.Module:
+    """The model ``enh_kd_train`` trains from ``config`` (KD options as overrides), random weights."""
+    from dispatch.task import EnhancementKDTask
+
+    return EnhancementKDTask.build_model(parse_config(config, **overrides))
+
+
+def save_random_teacher(config: Path, exp_dir: Path) -> Path:
+    """A teacher experiment dir (config.yaml + weights) with random weights, loaded as KD training does."""
+    from dispatch.task import EnhancementKDTask
+
+    args = parse_config(config)
+    model = EnhancementKDTask.build_model(args)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    torch.save(model.state_dict(), exp_dir / "valid.loss.best.pth")
+    return exp_dir
+
+
+@dataclass(frozen=True)
+class StepMode:
+    key: str
+    label: str
+    kd: bool = False
+    online: bool = False
+    autocast: str = "none"
+
+
+STEP_MODES = (
+    StepMode("student", "student only (no KD)"),
+    StepMode("kd_cached", "KD, cached teacher outputs (`teacher_ref1` stream)", kd=True),
+    StepMode("kd_online", "KD, teacher run online", kd=True, online=True),
+)
+CUDA_STEP_MODES = (StepMode("kd_online_bf16", "KD, teacher online under bf16 autocast", kd=True, online=True,
+                            autocast="bf16"),)
+
+
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Dict[str, torch.Tensor],
+                  grad_clip: float) -> None:
+    """One step as espnet2's trainer takes it: forward, backward, gradient clipping, optimizer step."""
+    loss, _, _ = model(**batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def bench_steps(device: torch.device, batch: int, samples: int, warmup: int, repeats: int,
+                modes: Sequence[StepMode]) -> Dict[str, Timing]:
+    """(b), (c): time and peak memory of one training step per mode, smallest expected memory first."""
+    from dispatch.task import EnhancementKDTask
+
+    kd_conf = yaml.safe_load(STEP_KD_CONFIG.read_text())
+    wav = waveforms(batch, samples, device)
+    # The chunk iterator's batches: equal-length chunks, no *_lengths.
+    data = {"speech_mix": wav["noisy"], "speech_ref1": wav["clean"]}
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher_dir = save_random_teacher(TEACHER_CONFIG, Path(tmp) / "teacher")
+        for mode in modes:
+            overrides = {}
+            if mode.kd:
+                overrides = dict(kd_loss=kd_conf["kd_loss"], kd_loss_conf=kd_conf["kd_loss_conf"],
+                                 kd_weight=kd_conf.get("kd_weight", 1.0), teacher_autocast=mode.autocast,
+                                 teacher_model=str(teacher_dir) if mode.online else None)
+            args = parse_config(STUDENT_CONFIGS[STEP_STUDENT], **overrides)
+            model = EnhancementKDTask.build_model(args).to(device).train()
+            optimizer = EnhancementKDTask.build_optimizers(args, model)[0]
+            step_data = dict(data, teacher_ref1=wav["teacher"]) if mode.kd and not mode.online else data
+            step = partial(training_step, model, optimizer, step_data, args.grad_clip)
+            results[mode.key] = measure(step, device, warmup, repeats, memory=True)
+            del model, optimizer, step  # free them before the next mode's peak is measured
+    return results
+
+
+# ------------------------------------------------------------------------------------------- inference
+def bench_rtf(samples: int, warmup: int, repeats: int) -> Dict[str, Tuple[float, Timing]]:
+    """(d): real-time factor of each model's inference on one CPU thread: {name: (params in M, timing)}."""
+    from dispatch.teacher import teacher_enhance
+
+    device = torch.device("cpu")
+    mix = waveforms(1, samples, device)["noisy"]
+    lengths = torch.tensor([samples])
+    results = {}
+    with num_threads(1):
+        for name, config in {**STUDENT_CONFIGS, "Conv-TasNet teacher (reference)": TEACHER_CONFIG}.items():
+            model = build_model(config).eval()
+            params = sum(p.numel() for p in model.parameters()) / 1e6
+            with torch.inference_mode():
+                results[name] = (params, measure(partial(teacher_enhance, model, mix, lengths), device, warmup, repeats))
+    return results
+
+
+# --------------------------------------------------------------------------------------------- targets
+@dataclass
+class Target:
+    """A ratio measured in this run and its limit (pass when ``value <= limit``)."""
+
+    name: str
+    value: float
+    limit: float
+    why: Callable[[], str] = field(repr=False, default=lambda: "")
+    percent: bool = False  # a share, shown in percent, rather than a ratio
+
+    @property
+    def passed(self) -> bool:
+        return self.value <= self.limit
+
+    def show(self, x: float) -> str:
+        return f"{100 * x:.1f}%" if self.percent else f"{x:.2f}x"
+
+    def verdict(self) -> str:
+        if self.passed:
+            return "pass"
+        return f"**miss** by {self.value / self.limit:.2f}x"
+
+
+def targets(device: torch.device, losses: Dict[str, Timing], steps: Dict[str, Timing], batch: int,
+            samples: int) -> List[Target]:
+    """The issue's targets, as ratios of timings of this run on ``device``."""
+    def loss_why(key: str) -> Callable[[], str]:
+        return lambda: f"time goes to {top_ops(key, device, batch, samples)}"
+
+    t = {k: v.median for k, v in losses.items()}
+    s = {k: v.median for k, v in steps.items()}
+    extra = s["kd_cached"] - s["student"]
+    return [
+        Target("L2 + DISPatch + MSSP loss <= 1.5x plain L2 KD", t["l2_dispatch_mssp"] / t["plain_l2"], 1.5,
+               loss_why("l2_dispatch_mssp")),
+        Target("DFKD + DISPatch + MSSP loss <= 3% of a KD step (cached teacher)",
+               t["dfkd_dispatch_mssp"] / s["kd_cached"], 0.03,
+               lambda: f"the loss takes {1e3 * t['dfkd_dispatch_mssp']:.1f} ms against a step of "
+                       f"{1e3 * s['kd_cached']:.1f} ms; the share falls as the student grows; "
+                       f"time goes to {top_ops('dfkd_dispatch_mssp', device, batch, samples)}",
+               percent=True),
+        Target("L2 + DISPatch no slower than the reference-style selection", t["l2_dispatch"] / t["reference"], 1.0,
+               loss_why("l2_dispatch")),
+        Target("KD step, cached teacher <= 1.25x student step", s["kd_cached"] / s["student"], 1.25,
+               lambda: f"the KD step costs {1e3 * extra:.1f} ms more than the student step; the KD loss's "
+                       f"forward + backward alone takes {1e3 * t['dfkd_dispatch_mssp']:.1f} ms of it"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------- report
+def machine_lines(devices: Sequence[torch.device], threads: int) -> List[str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = [f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+             f"- machine: {platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPU(s), "
+             f"load average {os.getloadavg()[0]:.2f} at start",
+             f"- torch {torch.__version__}, {threads} thread(s)"]
+    for device in devices:
+        if device.type == "cuda":
+            lines.append(f"- GPU: {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}")
+    return lines
+
+
+def fmt_time(seconds: float) -> str:
+    return f"{seconds:.3f} s" if seconds >= 1 else f"{1e3 * seconds:.1f} ms"
+
+
+def fmt_mib(n: Optional[int]) -> str:
+    return "n/a" if n is None else f"{n / 2 ** 20:.0f} MiB"
+
+
+def device_section(device: torch.device, batch: int, seconds: float, losses: Dict[str, Timing],
+                   steps: Dict[str, Timing], modes: Sequence[StepMode], goals: List[Target]) -> List[str]:
+    out = [f"## {device.type.upper()}", "",
+           f"### a) KD losses, forward + backward, batch of {batch} x {seconds:g} s at {FS // 1000} kHz", "",
+           "| loss | median | spread | x plain L2 KD | x reference-style |", "|---|---:|---:|---:|---:|"]
+    for case in LOSS_CASES:
+        t = losses[case.key]
+        out.append(f"| {case.label} | {fmt_time(t.median)} | {100 * t.spread:.0f}% | "
+                   f"{t.median / losses['plain_l2'].median:.2f} | {t.median / losses['reference'].median:.2f} |")
+    student = steps["student"]
+    out += ["", f"### b, c) training step of the {STEP_STUDENT} student "
+                f"(KD: `{STEP_KD_CONFIG.name}`; teacher: `{TEACHER_CONFIG.name}`)", "",
+            "| step | median | spread | x student step | KD loss share | peak memory added | x student |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    loss_time = losses["dfkd_dispatch_mssp"].median
+    for mode in modes:
+        t = steps[mode.key]
+        share = f"{100 * loss_time / t.median:.1f}%" if mode.kd else "-"
+        mem_ratio = (f"{t.peak_bytes / student.peak_bytes:.2f}"
+                     if t.peak_bytes is not None and student.peak_bytes else "n/a")
+        out.append(f"| {mode.label} | {fmt_time(t.median)} | {100 * t.spread:.0f}% | "
+                   f"{t.median / student.median:.2f} | {share} | {fmt_mib(t.peak_bytes)} | {mem_ratio} |")
+    out += ["", "### Targets", "", "| target | measured | limit | result |", "|---|---:|---:|---|"]
+    for goal in goals:
+        out.append(f"| {goal.name} | {goal.show(goal.value)} | {goal.show(goal.limit)} | {goal.verdict()} |")
+    return out + [""]
+
+
+def rtf_section(rtf: Dict[str, Tuple[float, Timing]], seconds: float) -> List[str]:
+    out = [f"## d) Inference real-time factor, one CPU thread, one {seconds:g} s utterance", "",
+           "| model | params | time | RTF |", "|---|---:|---:|---:|"]
+    for name, (params, t) in rtf.items():
+        out.append(f"| {name} | {params:.2f} M | {fmt_time(t.median)} | {t.median / seconds:.3f} |")
+    return out + [""]
+
+
+def closing_note(goals_by_device: Dict[str, List[Target]]) -> List[str]:
+    missed = [(dev, g) for dev, goals in goals_by_device.items() for g in goals if not g.passed]
+    if not missed:
+        return ["## Note", "", "Every target is met on every device measured.", ""]
+    out = ["## Note on missed targets", ""]
+    for dev, goal in missed:
+        out.append(f"- {dev}: {goal.name}: {goal.show(goal.value)}; {goal.why()}.")
+    return out + [""]
+
+
+@dataclass
+class BenchmarkOptions:
+    devices: Sequence[str]
+    threads: int
+    batch: int
+    seconds: float
+    warmup: int
+    repeats: int
+    command: str = ""
+
+
+def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) -> str:
+    """Run every measurement and return the markdown report."""
+    torch.set_num_threads(opts.threads)
+    samples = int(opts.seconds * FS)
+    devices = [torch.device(d) for d in opts.devices]
+    header = ["# Benchmark: KD losses, KD training steps and inference", ""]
+    header += machine_lines(devices, opts.threads)
+    header += [f"- command: `{opts.command}`" if opts.command else "- command: (library call)",
+               f"- sizes: batch {opts.batch} x {opts.seconds:g} s at {FS} Hz; median of {opts.repeats} run(s) "
+               f"after {opts.warmup} warm-up run(s); spread = interquartile range / median",
+               "- peak memory added: CPU = rise of the process's peak resident set during the step, "
+               "CUDA = torch.cuda.max_memory_allocated above what was allocated before", ""]
+    body: List[str] = []
+    goals_by_device: Dict[str, List[Target]] = {}
+    for device in devices:
+        modes = STEP_MODES + (CUDA_STEP_MODES if device.type == "cuda" else ())
+        log(f"{device}: KD losses")
+        losses = bench_losses(device, opts.batch, samples, opts.warmup, opts.repeats)
+        log(f"{device}: training steps")
+        steps = bench_steps(device, opts.batch, samples, opts.warmup, opts.repeats, modes)
+        goals = targets(device, losses, steps, opts.batch, samples)
+        goals_by_device[device.type.upper()] = goals
+        body += device_section(device, opts.batch, opts.seconds, losses, steps, modes, goals)
+    log("cpu: inference real-time factor")
+    body += rtf_section(bench_rtf(samples, opts.warmup, opts.repeats), opts.seconds)
+    return "\n".join(header + body + closing_note(goals_by_device))
+
+
+def default_devices() -> List[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -1,0 +1,311 @@
+"""Pictures of KD experiments (PNG, matplotlib): spectrograms, patch selection, training curves.
+
+Figures are built with matplotlib's object-oriented API (``matplotlib.figure.Figure``, rendered by Agg),
+so importing this module never touches pyplot's global state or needs a display. Every file is
+written atomically (a reader never sees half a PNG).
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from dispatch.data.atomic import atomic_path
+from dispatch.losses.dfkd import dfkd_crossover
+from dispatch.losses.dispatch_loss import DISPatchLoss
+
+PathLike = Union[str, Path]
+TrainingLog = Dict[str, Dict[str, List[float]]]
+
+DYNAMIC_RANGE_DB = 80.0  # spectrograms show this many dB below their maximum
+_EPOCH_LINE = re.compile(r"(\d+)epoch results: (.*)$")
+_PHASE = re.compile(r"\[(\w+)\] ([^\[]*)")
+_BAND_KEY = re.compile(r"kd_selected_band(\d+)$")
+
+
+def _save(fig: Figure, path: PathLike, dpi: int = 100) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def _db(spec: torch.Tensor) -> np.ndarray:
+    """|spec| in dB, (freq, frames) complex -> real."""
+    return 20.0 * np.log10(spec.abs().numpy() + 1e-8)
+
+
+def _image(ax, data: np.ndarray, fs: int, hop: int, **kwargs):
+    """Show a (freq, frames) map with time in seconds and frequency in kHz (bin edges at k * fs / 2 / n_freq)."""
+    n_freq, n_frames = data.shape
+    half = 0.5 * hop / fs  # frame j is centred on sample j * hop (centred STFT)
+    extent = (-half, (n_frames - 1) * hop / fs + half, 0.0, fs / 2000.0)
+    im = ax.imshow(data, origin="lower", aspect="auto", extent=extent, interpolation="nearest", **kwargs)
+    ax.set_ylabel("kHz")
+    return im
+
+
+def save_spectrogram_png(wav: np.ndarray, fs: int, path: PathLike, title: Optional[str] = None) -> Path:
+    """Log-magnitude spectrogram of one waveform (32 ms Hann window, 75 % overlap).
+
+    Args:
+        wav: (samples,) waveform.
+        fs: sampling rate in Hz.
+        path: PNG file to write.
+
+    Returns:
+        ``path``.
+    """
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1:
+        raise ValueError(f"save_spectrogram_png: expected a mono waveform (samples,), got shape {wav.shape}")
+    n_fft = 1 << round(math.log2(0.032 * fs))
+    hop = n_fft // 4
+    if len(wav) <= n_fft // 2:
+        raise ValueError(f"save_spectrogram_png: {len(wav)} samples are too short for a {n_fft}-point STFT")
+    spec = torch.stft(torch.from_numpy(wav), n_fft, hop, window=torch.hann_window(n_fft), return_complex=True)
+    db = _db(spec)
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    ax = fig.subplots()
+    im = _image(ax, db, fs, hop, cmap="magma", vmin=db.max() - DYNAMIC_RANGE_DB, vmax=db.max())
+    ax.set_xlabel("s")
+    ax.set_title(title or "spectrogram")
+    fig.colorbar(im, ax=ax, label="dB")
+    return _save(fig, path)
+
+
+def _band_edge_khz(kd_loss: DISPatchLoss, teacher_spec: torch.Tensor, fs: int) -> Optional[np.ndarray]:
+    """Where the loss's bands meet, in kHz: (frames,) for DFKD's crossover, (edges,) for fixed edges."""
+    bin_khz = fs / 2000.0 / kd_loss.n_freq
+    if kd_loss.crossover:
+        # The low band ends at the crossover bin: the edge is the top of that bin.
+        return (dfkd_crossover(teacher_spec.abs())[0].numpy() + 1) * bin_khz
+    if kd_loss.edge_bins:
+        return np.asarray(kd_loss.edge_bins, dtype=float) * bin_khz
+    return None
+
+
+def save_selection_png(
+    noisy: np.ndarray,
+    clean: np.ndarray,
+    teacher: np.ndarray,
+    student: np.ndarray,
+    fs: int,
+    kd_loss: torch.nn.Module,
+    path: PathLike,
+    title: Optional[str] = None,
+) -> Path:
+    """Where a DISPatch-family KD loss distils on one utterance.
+
+    Six panels, all on the KD loss's own STFT: noisy, clean, teacher and student spectrograms; the
+    Knowledge Gap Score of each bin's patch (red: the teacher is closer to the clean target); and the
+    selected bins (``kd_loss.last_selection`` after :meth:`DISPatchLoss.forward_spec`). With MSSP the band
+    edge is drawn on the last two panels (a line per frame for DFKD's crossover).
+
+    Args:
+        noisy, clean, teacher, student: (samples,) waveforms of the same utterance (cut to the shortest).
+        fs: sampling rate in Hz.
+        kd_loss: a :class:`DISPatchLoss` (or :class:`DFKDLoss`), as built from the KD student's config.
+        path: PNG file to write.
+
+    Returns:
+        ``path``.
+    """
+    if not isinstance(kd_loss, DISPatchLoss):
+        raise TypeError(
+            f"save_selection_png needs a spectrogram KD loss (DISPatchLoss, DFKDLoss), got {type(kd_loss).__name__}"
+        )
+    waves = [np.asarray(w, dtype=np.float32) for w in (noisy, clean, teacher, student)]
+    for name, w in zip(("noisy", "clean", "teacher", "student"), waves):
+        if w.ndim != 1:
+            raise ValueError(f"save_selection_png: {name} must be a mono waveform (samples,), got shape {w.shape}")
+    n = min(len(w) for w in waves)
+    with torch.no_grad():
+        specs = kd_loss.spectrogram(torch.from_numpy(np.stack([w[:n] for w in waves])))
+        noisy_s, clean_s, teacher_s, student_s = specs.split(1, dim=0)
+        kgs = kd_loss.patch_scores(student_s, teacher_s, clean_s)[0].numpy()
+        kd_loss.forward_spec(student_s, teacher_s, clean_s)
+        selected = kd_loss.last_selection[0].float().numpy()
+    hop = kd_loss.hop_length
+
+    # A fixed grid (not constrained layout, which doubles the drawing time); every panel has its own
+    # colour bar so that all panels keep the same width.
+    fig = Figure(figsize=(12, 9))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.06, top=0.91, wspace=0.12, hspace=0.3)
+    axes = fig.subplots(3, 2, sharex=True, sharey=True)
+    dbs = [_db(s[0]) for s in (noisy_s, clean_s, teacher_s, student_s)]
+    top = max(d.max() for d in dbs)
+    for ax, db, name in zip(axes.flat, dbs, ("noisy", "clean", "teacher", "student")):
+        im = _image(ax, db, fs, hop, cmap="magma", vmin=top - DYNAMIC_RANGE_DB, vmax=top)
+        ax.set_title(name)
+        fig.colorbar(im, ax=ax, label="dB", pad=0.02)
+
+    limit = float(np.percentile(np.abs(kgs), 99)) or 1.0  # symmetric, robust to a few extreme patches
+    im = _image(axes[2, 0], kgs, fs, hop, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    axes[2, 0].set_title("Knowledge Gap Score (student error - teacher error)")
+    fig.colorbar(im, ax=axes[2, 0], label="KGS", pad=0.02)
+    im = _image(axes[2, 1], selected, fs, hop, cmap="Greys", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=axes[2, 1], ticks=[0, 1], label="selected", pad=0.02)
+    axes[2, 1].set_title(f"selected for KD (black: {selected.mean():.0%} of bins)")
+
+    edge = _band_edge_khz(kd_loss, teacher_s, fs)
+    if edge is not None:
+        for ax in axes[2]:
+            if kd_loss.crossover:
+                ax.step(np.arange(len(edge)) * hop / fs, edge, where="mid", color="tab:green", lw=1.0,
+                        label="DFKD crossover")
+            else:
+                for e in edge:
+                    ax.axhline(e, color="tab:green", lw=1.0, label="MSSP band edge")
+        axes[2, 1].legend(loc="upper right", fontsize="small", handles=axes[2, 1].lines[:1])
+    for ax in axes[2]:
+        ax.set_xlabel("s")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _numeric(value) -> Optional[float]:
+    """A logged statistic as float; None for what is not a number (durations, text)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.number)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _parse_train_log(path: Path) -> Dict[int, Dict[str, Dict[str, object]]]:
+    """espnet2's ``<N>epoch results: [train] k=v, ... [valid] k=v, ...`` lines -> epoch -> phase -> key -> value."""
+    stats: Dict[int, Dict[str, Dict[str, object]]] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _EPOCH_LINE.search(line)
+        if not match:
+            continue
+        phases = stats.setdefault(int(match.group(1)), {})
+        for phase, body in _PHASE.findall(match.group(2)):
+            items = (item.partition("=") for item in body.split(", "))
+            phases[phase] = {k.strip(): v.strip() for k, sep, v in items if sep}
+    return stats
+
+
+def read_training_log(exp_dir: PathLike) -> TrainingLog:
+    """Per-epoch statistics of an espnet2 training: phase (train, valid) -> key -> values of epochs 1..N.
+
+    The source is the reporter state in ``checkpoint.pth``: unlike ``log/train.log``, which the job
+    backend rewrites each time the training is resumed (a finished training rerun with ``--resume true``
+    leaves a log without a single epoch line), it holds every epoch at full precision. Without a
+    checkpoint the ``<N>epoch results`` lines of ``log/train.log`` are read. Epochs missing from the
+    source are NaN, so that ``values[i]`` is always epoch ``i + 1``; keys that are not numbers (durations)
+    are left out.
+
+    Returns:
+        e.g. ``{"train": {"loss": [...], "kd_loss": [...], ...}, "valid": {...}}``; empty if nothing is logged.
+    """
+    exp_dir = Path(exp_dir)
+    checkpoint, log = exp_dir / "checkpoint.pth", exp_dir / "log" / "train.log"
+    if checkpoint.is_file():
+        # The reporter state holds numpy scalars and timedeltas: not loadable with weights_only=True.
+        stats = torch.load(checkpoint, map_location="cpu", weights_only=False)["reporter"]["stats"]
+    elif log.is_file():
+        stats = _parse_train_log(log)
+    else:
+        return {}
+    n_epochs = max(stats, default=0)
+    out: TrainingLog = {}
+    for epoch, phases in stats.items():
+        for phase, values in phases.items():
+            for key, value in values.items():
+                number = _numeric(value)
+                if number is not None:
+                    out.setdefault(phase, {}).setdefault(key, [math.nan] * n_epochs)[epoch - 1] = number
+    return out
+
+
+def selection_keys(log: TrainingLog, phase: str = "train") -> List[str]:
+    """The selected-fraction statistics of a KD training, one per band: ``kd_selected_band<i>`` in band
+    order, or ``kd_selected`` for a single band; empty without KD selection statistics."""
+    keys = log.get(phase, {})
+    bands = sorted((int(m.group(1)), k) for k in keys if (m := _BAND_KEY.match(k)))
+    if bands:
+        return [k for _, k in bands]
+    return ["kd_selected"] if "kd_selected" in keys else []
+
+
+def _plot_phases(ax, log: TrainingLog, key: str, label: str, color) -> bool:
+    """Train (solid) and valid (dashed) curves of one key, one legend entry; False if neither phase logged it."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
+    drawn = False
+    for phase, style in (("train", "-"), ("valid", "--")):
+        values = log.get(phase, {}).get(key)
+        if values:
+            ax.plot(np.arange(1, len(values) + 1), values, style, color=color, marker=".",
+                    label="_nolegend_" if drawn else label)
+            drawn = True
+    return drawn
+
+
+def save_training_curves_png(
+    exps: Mapping[str, PathLike],
+    path: PathLike,
+    keys: Sequence[str] = ("task_loss", "kd_loss", "kd_selected"),
+) -> Path:
+    """One panel per statistic, one colour per experiment; train solid, valid dashed, over epochs.
+
+    Args:
+        exps: experiment name -> espnet2 experiment dir (see :func:`read_training_log`).
+        path: PNG file to write.
+        keys: statistics to draw; an experiment that did not log one is left out of its panel.
+
+    Returns:
+        ``path``.
+    """
+    logs = {name: read_training_log(d) for name, d in exps.items()}
+    colors = {name: f"C{i % 10}" for i, name in enumerate(logs)}
+    fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        drawn = [_plot_phases(ax, log, key, name, colors[name]) for name, log in logs.items()]
+        ax.set_title(f"{key} (train solid, valid dashed)")
+        ax.set_xlabel("epoch")
+        if any(drawn):
+            ax.legend(fontsize="x-small")
+        else:
+            ax.text(0.5, 0.5, f"no experiment logged {key}", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def save_band_selection_png(exps: Mapping[str, PathLike], path: PathLike) -> Path:
+    """Fraction of bins selected for KD per frequency band over epochs, one panel per KD experiment.
+
+    Bands are MSSP's (``kd_selected_band<i>``, low to high); a single-band loss shows ``kd_selected``.
+    Experiments without selection statistics (teacher, baseline) are left out.
+
+    Returns:
+        ``path``.
+    """
+    logs = {name: log for name, d in exps.items() if selection_keys(log := read_training_log(d))}
+    fig = Figure(figsize=(5 * max(1, len(logs)), 4), layout="constrained")
+    axes = fig.subplots(1, max(1, len(logs)), squeeze=False)[0]
+    for ax, (name, log) in zip(axes, logs.items()):
+        for i, key in enumerate(selection_keys(log)):
+            _plot_phases(ax, log, key, "all bins" if key == "kd_selected" else key[len("kd_selected_"):], f"C{i}")
+        ax.set_title(f"{name} (train solid, valid dashed)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("selected fraction")
+        ax.set_ylim(0.0, 1.05)
+        ax.legend(fontsize="x-small")
+    if not logs:
+        axes[0].text(0.5, 0.5, "no KD selection statistics logged", ha="center", va="center",
+                     transform=axes[0].transAxes)
+    return _save(fig, path)

@@ -1,0 +1,1 @@
+../../TEMPLATE/enh_kd1/run_ablation.sh
