@@ -397,6 +397,24 @@ def write_training_pictures(exps: Sequence[Experiment], images_dir: Path) -> Dic
     return pictures
 
 
+def training_cost_table(exps: Sequence[Experiment]) -> List[str]:
+    """Markdown table of the training cost of every row with a training log.
+
+    espnet2 reports ``train_time`` as the mean seconds per step of an epoch and ``total_count`` as the
+    steps so far; their product is the training time proper (no validation or data loading stalls).
+    """
+    lines = ["| model | epochs | steps | s/step | training min |", "|---|---:|---:|---:|---:|"]
+    for e in exps:
+        train = read_training_log(e.exp_dir).get("train", {})
+        times, counts = train.get("train_time"), train.get("total_count")
+        if not times or not counts:
+            continue
+        steps = [b - a for a, b in zip([0.0, *counts[:-1]], counts)]
+        total = sum(t * n for t, n in zip(times, steps)) / 60
+        lines.append(f"| {e.name} | {len(times)} | {int(counts[-1])} | {sum(times) / len(times):.3f} | {total:.1f} |")
+    return lines if len(lines) > 2 else []
+
+
 def _link(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
@@ -516,9 +534,9 @@ def make_results(
             pictures = write_utterance_pictures(
                 exps, dset, Path(data_dir), Path(images_dir), teacher, baseline, rank_metric, utts, fs)
             parts += _pictures_section(pictures, link_base)
-    if images_dir is not None:
-        training = write_training_pictures(exps, Path(images_dir))
-        if training:
-            parts += ["", "## Training", ""]
-            parts += [f"![{caption}]({_link(path, link_base)})\n" for caption, path in training.items()]
+    cost = training_cost_table(exps)
+    training = write_training_pictures(exps, Path(images_dir)) if images_dir is not None else {}
+    if cost or training:
+        parts += ["", "## Training", ""] + cost + ([""] if cost else [])
+        parts += [f"![{caption}]({_link(path, link_base)})\n" for caption, path in training.items()]
     return "\n".join(parts) + "\n"
