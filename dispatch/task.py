@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+import torch
 from espnet2.tasks.enh import EnhancementTask
 from espnet2.train.class_choices import ClassChoices
 from espnet2.utils.types import int_or_none, str_or_none
-import torch
 
 from dispatch.checkpoint import atomic_torch_save, restore_epoch_snapshot
 from dispatch.losses import KD_LOSSES, build_kd_loss, kd_loss_options

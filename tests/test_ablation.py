@@ -10,7 +10,13 @@ import yaml
 
 from dispatch import build_kd_loss
 from dispatch.ablation import (
-    AblationError, load_spec, paired_over_seeds, paired_over_utterances, parse_spec, seed_summary, set_table,
+    AblationError,
+    load_spec,
+    paired_over_seeds,
+    paired_over_utterances,
+    parse_spec,
+    seed_summary,
+    set_table,
 )
 from dispatch.bin.ablation import main as ablation_main
 
@@ -125,6 +131,7 @@ def test_table_cells_and_unpaired_utterances():
 
 def test_seed_option_changes_the_student_initialisation(tmp_path):
     from espnet2.torch_utils.set_all_random_seed import set_all_random_seed
+
     from dispatch.bin.merge_configs import main as merge
     from dispatch.task import EnhancementKDTask
 

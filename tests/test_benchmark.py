@@ -3,8 +3,8 @@ import re
 
 import pytest
 import torch
-
 from conftest import run_module
+
 from dispatch.benchmark import LOSS_CASES, STEP_MODES, STUDENT_CONFIGS, ReferenceStyleDISPatchL2
 from dispatch.losses import DISPatchLoss
 

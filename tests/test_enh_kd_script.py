@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_data_dir
-
 TEMPLATE = Path(__file__).resolve().parents[1] / "egs2" / "TEMPLATE" / "enh_kd1"
 
 
@@ -24,8 +22,8 @@ def recipe(tmp_path) -> Path:
     data_sh = r / "local" / "data.sh"
     data_sh.write_text(
         "#!/usr/bin/env bash\nset -e\necho \"data.sh called with: $*\" >> calls.txt\n"
-        f"python -c \"from conftest import write_data_dir; from pathlib import Path; "
-        f"[write_data_dir(Path('data'), n, 3, i) for i, n in enumerate(['tr', 'cv', 'tt'])]\"\n"
+        "python -c \"from conftest import write_data_dir; from pathlib import Path; "
+        "[write_data_dir(Path('data'), n, 3, i) for i, n in enumerate(['tr', 'cv', 'tt'])]\"\n"
     )
     data_sh.chmod(0o755)
     return r

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import data_args, run_module
 
 CRITERION = [{"name": "si_snr", "conf": {"eps": 1.0e-7}, "wrapper": "fixed_order", "wrapper_conf": {"weight": 1.0}}]

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
 from conftest import FS, write_data_dir
+
 from dispatch.bin.make_report import main as make_report
 from dispatch.report.choose import choose_utterances
 

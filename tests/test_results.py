@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
 from conftest import FS, write_data_dir
+from test_plots import PNG_MAGIC, STATS, write_checkpoint, write_log
+
 from dispatch.bin.make_results import main
 from dispatch.results import Experiment, model_complexity, plain_kd_references
-from test_plots import PNG_MAGIC, STATS, write_checkpoint, write_log
 
 CRITERION = [{"name": "si_snr", "conf": {}, "wrapper": "fixed_order", "wrapper_conf": {"weight": 1.0}}]
 STFT = {"encoder": "stft", "encoder_conf": {"n_fft": 256, "hop_length": 64},
@@ -230,7 +230,8 @@ def test_bad_options_are_named(tree, tmp_path, caplog, args, message):
     assert not (tmp_path / "R.md").exists()
 
 
-def test_malformed_model_argument(tmp_path, caplog):
-    with caplog.at_level(logging.ERROR):
-        assert main(["--output", str(tmp_path / "R.md"), "--test_sets", "test", "exp/x"]) == 2
-    assert "'exp/x' is not name=experiment_dir" in caplog.text
+def test_malformed_model_argument(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--output", str(tmp_path / "R.md"), "--test_sets", "test", "exp/x"])
+    assert exit_.value.code == 2
+    assert "'exp/x' is not name=experiment_dir" in capsys.readouterr().err

@@ -23,6 +23,7 @@ teacher made the files; a rerun with another teacher is refused rather than mixi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -66,10 +67,16 @@ def output_path(output_dir: Path, utt: str) -> Path:
 
 
 def teacher_identity(config: Path, model_file: Path, autocast: str) -> Dict[str, object]:
-    """What decides the cached outputs: the teacher files (path, size, mtime) and its precision."""
-    stat = model_file.stat()
-    return {"config": str(config.resolve()), "model_file": str(model_file.resolve()),
-            "model_size": stat.st_size, "model_mtime": stat.st_mtime, "autocast": autocast}
+    """What decides the cached outputs: the teacher's weights (by content) and its precision.
+
+    Content, not path or mtime: a packed teacher is unpacked by espnet_model_zoo into a cache whose
+    files may be rewritten with new times, and the same weights may be reached through other paths.
+    """
+    digest = hashlib.sha256()
+    with open(model_file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"model_sha256": digest.hexdigest(), "autocast": autocast}
 
 
 def claim_output_dir(output_dir: Path, identity: Dict[str, object]) -> None:

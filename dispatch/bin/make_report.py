@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import List, Optional
 
 from dispatch.report import ReportInputError, build_report
+from dispatch.report.inputs import model_arg
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="name=experiment_dir, in column order")
+    parser.add_argument("models", nargs="+", type=model_arg, help="name=experiment_dir, in column order")
     parser.add_argument("--output_dir", type=Path, required=True, help="folder of index.html and assets/")
     parser.add_argument("--results_md", type=Path, required=True, help="RESULTS.md of dispatch.bin.make_results")
     parser.add_argument("--test_set", required=True, help="test set shown (<exp>/enhanced_<test_set>)")
@@ -41,13 +42,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(cmd: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
-    models = []
-    for item in args.models:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            logging.error(f"'{item}' is not name=experiment_dir")
-            return 2
-        models.append((name, Path(path)))
+    models = args.models
     try:
         build_report(
             args.output_dir, args.results_md, args.test_set, args.data_dir, args.noisy_scoring, models,

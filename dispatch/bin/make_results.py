@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import List, Optional
 
 from dispatch.data.atomic import write_text_atomic
-from dispatch.report.inputs import ReportInputError
+from dispatch.report.inputs import ReportInputError, model_arg
 from dispatch.results import ResultsInputError, make_results
 from dispatch.scoring.inputs import ScoringInputError
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="name=experiment_dir, in table order")
+    parser.add_argument("models", nargs="+", type=model_arg, help="name=experiment_dir, in table order")
     parser.add_argument("--output", type=Path, required=True, help="RESULTS.md to write")
     parser.add_argument("--test_sets", required=True, help="space-separated test set names")
     parser.add_argument("--noisy", type=Path, default=None, help="dir with enhanced_<set>/scoring of the input")
@@ -55,13 +55,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(cmd: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(cmd)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
-    models = []
-    for item in args.models:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            logging.error(f"make_results: '{item}' is not name=experiment_dir")
-            return 2
-        models.append((name, Path(path)))
+    models = args.models
     try:
         text = make_results(
             models, args.test_sets.split(), args.noisy, args.baseline or None, args.command,

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from dispatch.distances import PatchDistance, get_distance
+from dispatch.distances import PatchDistance, Spectrum, get_distance
 from dispatch.patches import PatchLayout, PatchSize, crossover_band_edges, fixed_band_edges, patch_layout
 from dispatch.selection import SELECTIONS, knowledge_gap_score, select_patches
 
@@ -163,7 +163,9 @@ class DISPatchLoss(torch.nn.Module):
             wav, self.n_fft, self.hop_length, self.win_length, self.window.to(wav.dtype), return_complex=True
         )
 
-    def layout(self, teacher_spec: torch.Tensor, frame_valid: Optional[torch.Tensor]) -> PatchLayout:
+    def layout(
+        self, teacher_spec: torch.Tensor, frame_valid: Optional[torch.Tensor], teacher_mag: Optional[torch.Tensor] = None
+    ) -> PatchLayout:
         """Patch layout for a batch; DFKD's crossover comes from the teacher magnitude.
 
         Fixed bands without lengths depend only on the shape: that layout is reused across calls
@@ -177,7 +179,8 @@ class DISPatchLoss(torch.nn.Module):
         if self.crossover:
             from dispatch.losses.dfkd import dfkd_crossover
 
-            band, start = crossover_band_edges(dfkd_crossover(teacher_spec.abs()), n_freq)
+            mag = teacher_spec.abs() if teacher_mag is None else teacher_mag
+            band, start = crossover_band_edges(dfkd_crossover(mag), n_freq)
         else:
             band, start = fixed_band_edges(n_freq, self.edge_bins, device=teacher_spec.device)
         layout = patch_layout(band, start, self.patch_sizes, teacher_spec.shape, frame_valid)
@@ -185,8 +188,9 @@ class DISPatchLoss(torch.nn.Module):
             self._layout_cache = (key, layout)
         return layout
 
-    def band_distance(self, a: torch.Tensor, b: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
+    def band_distance(self, a: Spectrum, b: Spectrum, layout: PatchLayout) -> torch.Tensor:
         """Patch distances (batch, bands, slots), each band by its own distance."""
+        a, b = Spectrum.of(a), Spectrum.of(b)
         if not self.per_band_terms:
             return layout.by_band(self.distances[0](a, b, layout))
         return torch.stack([layout.by_band(d(a, b, layout))[:, i] for i, d in enumerate(self.distances)], dim=1)
@@ -226,7 +230,9 @@ class DISPatchLoss(torch.nn.Module):
         frame_valid: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """The loss on complex spectrograms (batch, freq, frames); frame_valid: (batch, frames) bool."""
-        layout = self.layout(teacher, frame_valid)
+        student, teacher = Spectrum.of(student), Spectrum.of(teacher.detach())
+        clean = Spectrum.of(clean) if clean is not None else None
+        layout = self.layout(teacher.z, frame_valid, teacher.mag)
         valid = layout.by_band(layout.counts > 0)
         with torch.no_grad():
             score = None
@@ -237,7 +243,7 @@ class DISPatchLoss(torch.nn.Module):
             selected = select_patches(score, valid, self.topk, self.selection)  # (batch, bands, slots)
             weight = layout.by_band(layout.counts) * selected  # selected bins per slot
 
-        weighted = (self.band_distance(student, teacher.detach(), layout) * weight).sum(dim=(0, 2))  # (bands,)
+        weighted = (self.band_distance(student, teacher, layout) * weight).sum(dim=(0, 2))  # (bands,)
         n_selected = weight.sum(dim=(0, 2))
         if self.per_band_terms:
             loss = (weighted / n_selected.clamp(min=1)).sum()
@@ -267,7 +273,8 @@ class DISPatchLoss(torch.nn.Module):
             (batch, freq, frames) real KGS, positive where the teacher is closer to the clean target;
             0 on bins outside every patch (frames past the utterance's length).
         """
-        layout = self.layout(teacher, frame_valid)
+        student, teacher, clean = Spectrum.of(student), Spectrum.of(teacher), Spectrum.of(clean)
+        layout = self.layout(teacher.z, frame_valid, teacher.mag)
         score = knowledge_gap_score(
             self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
         )

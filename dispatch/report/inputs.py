@@ -11,6 +11,7 @@ Layout (as written by stages 7-8 of ``enh_kd.sh``)::
 """
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,14 @@ import yaml
 from dispatch.data.datadir import DataDirError, read_scp
 
 Scores = Dict[str, float]
+
+
+def model_arg(item: str) -> Tuple[str, Path]:
+    """argparse type of the ``name=experiment_dir`` arguments of make_results and make_report."""
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"'{item}' is not name=experiment_dir")
+    return name, Path(path)
 
 
 class ReportInputError(ValueError):
