@@ -268,22 +268,22 @@ fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     _metrics=""; [ -n "${score_metrics}" ] && _metrics="--metrics ${score_metrics}"
+    # score <test set> <estimates scp> <output dir>
+    score() {
+        # shellcheck disable=SC2086
+        ${python} -m dispatch.bin.enh_score --ref_scp "${data_feats}/$1/spk1.scp" \
+            --inf_scp "$2" --output_dir "$3" --nj "${nj}" ${_metrics}
+    }
     for dset in ${test_sets}; do
         log "Stage 8: scoring the unprocessed input of ${dset}"
-        # shellcheck disable=SC2086
-        ${python} -m dispatch.bin.enh_score --ref_scp "${data_feats}/${dset}/spk1.scp" \
-            --inf_scp "${data_feats}/${dset}/wav.scp" --output_dir "${expdir}/noisy/enhanced_${dset}/scoring" \
-            --nj "${nj}" ${_metrics}
+        score "${dset}" "${data_feats}/${dset}/wav.scp" "${expdir}/noisy/enhanced_${dset}/scoring"
     done
     for entry in "${models[@]}"; do
         name=${entry%%=*}; dir=${entry#*=}
         [ -d "${dir}" ] || dir=${given_teacher_dir}
         for dset in ${test_sets}; do
             log "Stage 8: scoring ${name} on ${dset}"
-            # shellcheck disable=SC2086
-            ${python} -m dispatch.bin.enh_score --ref_scp "${data_feats}/${dset}/spk1.scp" \
-                --inf_scp "${dir}/enhanced_${dset}/spk1.scp" --output_dir "${dir}/enhanced_${dset}/scoring" \
-                --nj "${nj}" ${_metrics}
+            score "${dset}" "${dir}/enhanced_${dset}/spk1.scp" "${dir}/enhanced_${dset}/scoring"
         done
     done
 fi
