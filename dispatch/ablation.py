@@ -5,6 +5,7 @@ train each with, and the reference variant that every other one is compared with
 
     seeds: [0, 1, 2]
     reference: kd_l2                  # the plain-KD row of the paired differences
+    also_compare: [kd_dfkd, none]     # optional: further tables of paired differences to these rows
     metrics: [PESQ_WB, STOI, SI_SDR]  # optional: table columns (default: every metric scored)
     variants:                         # fixed variants, in table order
         none: null                    # the baseline student without KD (enh_kd.sh stage 5)
@@ -43,9 +44,9 @@ from scipy import stats
 
 from dispatch.losses import build_kd_loss
 from dispatch.report.inputs import ReportInputError, read_scores
-from dispatch.results import ordered_metrics, read_summary
+from dispatch.results import compact_value, machine_description, ordered_metrics, read_summary
 
-SPEC_KEYS = ("description", "seeds", "reference", "metrics", "variants", "grid")
+SPEC_KEYS = ("description", "seeds", "reference", "also_compare", "metrics", "variants", "grid")
 GRID_KEYS = ("base", "prefix", "vary")
 # Variant names become file names and experiment names (exp/<student_tag>_<name>_seed<N>); enh_kd.sh
 # strips a leading train_ or enh_ from config names, so such names would not round-trip.
@@ -84,6 +85,7 @@ class AblationSpec:
     metrics: Tuple[str, ...]
     variants: Tuple[Variant, ...]
     description: str = ""
+    also_compare: Tuple[str, ...] = ()
 
     @property
     def baseline(self) -> Optional[Variant]:
@@ -251,7 +253,12 @@ def parse_spec(raw: Any, name: str, root: Path = Path("."), where: str = "ablati
     reference = raw.get("reference")
     if reference not in names:
         raise AblationError(f"{where}: reference {reference!r} must be one of the variants {names}")
-    return AblationSpec(name, tuple(seeds), reference, tuple(metrics), tuple(variants), str(raw.get("description", "")))
+    also = raw.get("also_compare") or []
+    if not isinstance(also, list) or any(a not in names or a == reference for a in also) or len(set(also)) != len(also):
+        raise AblationError(f"{where}: also_compare must list distinct variants other than the reference, "
+                            f"from {names}, not {also!r}")
+    return AblationSpec(name, tuple(seeds), reference, tuple(metrics), tuple(variants),
+                        str(raw.get("description", "")), tuple(also))
 
 
 def load_spec(path: Path, root: Path = Path(".")) -> AblationSpec:
@@ -379,6 +386,18 @@ def paired_over_utterances(
 PAIRED = {"seed": paired_over_seeds, "utterance": paired_over_utterances}
 
 
+def exceeds_noise(diff: Estimate, level: float = 0.95) -> bool:
+    """Whether the two-sided Student-t interval of a paired difference excludes zero.
+
+    ``diff.spread`` is a standard error over ``diff.n`` units (seeds or utterances), so the interval is
+    mean ± t(1 - (1 - level) / 2, n - 1) x SE; with 3 seeds t is 4.30, so only a difference of more than
+    about four standard errors counts.
+    """
+    if diff.n < 2 or math.isnan(diff.spread) or math.isnan(diff.mean):
+        return False
+    return abs(diff.mean) > stats.t.ppf(0.5 + level / 2, diff.n - 1) * diff.spread
+
+
 # ------------------------------------------------------------------ table
 
 
@@ -386,13 +405,17 @@ def _fmt(value: float, signed: bool = False) -> str:
     return "-" if math.isnan(value) else (f"{value:+.3f}" if signed else f"{value:.3f}")
 
 
+def _diff_text(diff: Estimate) -> str:
+    se = "" if math.isnan(diff.spread) else f" ± {_fmt(diff.spread)}"
+    return f"{_fmt(diff.mean, signed=True)}{se}" + (" †" if exceeds_noise(diff) else "")
+
+
 def _cell(summary: Estimate, diff: Optional[Estimate]) -> str:
     if summary.n == 0:
         return "-"
     cell = _fmt(summary.mean) + ("" if math.isnan(summary.spread) else f" ± {_fmt(summary.spread)}")
     if diff is not None and diff.n > 0:
-        se = "" if math.isnan(diff.spread) else f" ± {_fmt(diff.spread)}"
-        cell += f" ({_fmt(diff.mean, signed=True)}{se})"
+        cell += f" ({_diff_text(diff)})"
     return cell
 
 
@@ -430,6 +453,22 @@ def set_table(
     return "\n".join(lines)
 
 
+def difference_table(
+    spec: AblationSpec, scores: Mapping[str, Scores], metrics: Sequence[str], reference: str, pairing: str = "seed"
+) -> str:
+    """Markdown table of the paired differences of every other variant to ``reference`` (± standard error)."""
+    paired = PAIRED[pairing]
+    lines = ["| variant - " + reference + " | pairs | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
+    for v in spec.variants:
+        if v.name == reference:
+            continue
+        diffs = [paired(scores.get(m, {}).get(v.name, {}), scores.get(m, {}).get(reference, {})) for m in metrics]
+        n = max((d.n for d in diffs), default=0)
+        cells = [_diff_text(d) if d.n > 0 else "-" for d in diffs]
+        lines.append(f"| {v.name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def load_scores(
     spec: AblationSpec, expdir: Path, student_tag: str, test_set: str, seeds: Sequence[int]
 ) -> Tuple[Dict[str, Dict[str, Dict[int, Dict[str, float]]]], List[str]]:
@@ -460,6 +499,28 @@ def load_scores(
     return scores, metrics
 
 
+BUDGET_KEYS = ("max_epoch", "num_iters_per_epoch", "batch_size", "chunk_length", "optim", "optim_conf",
+               "scheduler", "scheduler_conf")
+
+
+def training_budget(exps: Sequence[Path]) -> str:
+    """The training budget the experiments' config.yaml files record (epochs, batches, optimiser, schedule).
+
+    Differing budgets are listed each with its experiments: a table over mixed budgets must say so.
+    """
+    budgets: Dict[str, List[str]] = {}
+    for exp in exps:
+        config = exp / "config.yaml"
+        if not config.is_file():
+            continue
+        conf = yaml.safe_load(config.read_text()) or {}
+        text = ", ".join(f"{k} {compact_value(conf[k])}" for k in BUDGET_KEYS if conf.get(k) is not None)
+        budgets.setdefault(text, []).append(exp.name)
+    if len(budgets) <= 1:
+        return next(iter(budgets), "")
+    return "; ".join(f"{text} ({', '.join(names)})" for text, names in budgets.items())
+
+
 def ablation_table(
     spec: AblationSpec,
     spec_path: Union[str, Path],
@@ -486,6 +547,7 @@ def ablation_table(
     extra = dict(extra or {})
     exps = [experiment_dir(expdir, student_tag, v, s) for v in spec.variants for s in seeds]
     sets = list(test_sets) if test_sets else discover_test_sets(exps)
+    training = training_budget(exps)
     spread = {
         "seed": "standard error over seeds (differences taken seed by seed)",
         "utterance": "standard error over utterances (differences per utterance, averaged over seeds)",
@@ -495,10 +557,13 @@ def ablation_table(
         "",
         *([spec.description.strip(), ""] if spec.description.strip() else []),
         f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- machine: {machine_description()}",
+        *([f"- training: {training}"] if training else []),
         f"- spec: `{spec_path}`; seeds: {' '.join(map(str, seeds))}; "
         f"experiments: `{expdir}/{student_tag}[_<variant>]_seed<N>`",
         "- cells: mean ± standard deviation over seeds of the test-set mean; in brackets the paired "
-        f"difference to `{spec.reference}`, mean ± {spread}; `seeds`: finished/planned",
+        f"difference to `{spec.reference}`, mean ± {spread}; † where its 95% Student-t interval excludes zero "
+        "(the difference exceeds that noise); `seeds`: finished/planned",
         "",
         "| variant | KD config |",
         "|---|---|",
@@ -513,6 +578,9 @@ def ablation_table(
                 extra_means[name] = {m: s["mean"] for m, s in (read_summary(scoring) or {}).items()}
         table = set_table(spec, scores, metrics, extra_means, len(seeds), pairing) if metrics else "(no scores yet)"
         parts += ["", f"## {dset}", "", table]
+        for reference in spec.also_compare if metrics else ():
+            parts += ["", f"Paired differences to `{reference}` ({spread}):", "",
+                      difference_table(spec, scores, metrics, reference, pairing)]
     if not sets:
         parts += ["", "(no scores yet)"]
     return "\n".join(parts) + "\n"

@@ -110,7 +110,7 @@ class Experiment:
         """``kd_loss`` and its options as configured (defaults left out), and the loss weights."""
         if not self.kd_loss:
             return "-"
-        conf = ", ".join(f"{k}={_compact(v)}" for k, v in (self.config.get("kd_loss_conf") or {}).items())
+        conf = ", ".join(f"{k}={compact_value(v)}" for k, v in (self.config.get("kd_loss_conf") or {}).items())
         weights = f"kd_weight={self.config.get('kd_weight', 1.0)}, task_weight={self.config.get('task_weight', 1.0)}"
         return f"{self.kd_loss}({conf}); {weights}"
 
@@ -131,7 +131,8 @@ class Experiment:
         return self.exp_dir / f"enhanced_{dset}" / "scoring"
 
 
-def _compact(value: Any) -> str:
+def compact_value(value: Any) -> str:
+    """An option value on one line (lists and mappings as JSON)."""
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
@@ -431,16 +432,21 @@ def _pictures_section(pictures: SetPictures, base: Path) -> List[str]:
     return lines
 
 
+def machine_description() -> str:
+    """This machine as the results pages record it: host, architecture, CPUs, GPU, torch and dispatch versions."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node()}, {platform.machine()}, {os.cpu_count()} CPU(s), {gpu}; "
+            f"torch {torch.__version__}, dispatch {__version__}")
+
+
 def _header(exps: Sequence[Experiment], baseline: Optional[str], command: str) -> List[str]:
     """Title, date, machine, command, how to read the tables, and each row's experiment, config and KD."""
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return [
         "# Results",
         "",
         f"- date: {now}",
-        f"- machine: {platform.node()}, {platform.machine()}, {os.cpu_count()} CPU(s), {gpu}; "
-        f"torch {torch.__version__}, dispatch {__version__}",
+        f"- machine: {machine_description()}",
         *([f"- command: `{command}`"] if command else []),
         "- values are means over the test set; in brackets the change against the baseline student"
         f" ({baseline}), then after ' / ' against the row's plain KD reference (last column: the KD row with"
@@ -472,6 +478,7 @@ def make_results(
     rank_metric: str = "PESQ_WB",
     utts: Sequence[str] = (),
     report: Optional[Path] = None,
+    include: Sequence[Path] = (),
 ) -> str:
     """The whole RESULTS.md text; pictures are written to ``images_dir`` when it is given.
 
@@ -492,6 +499,7 @@ def make_results(
         teacher: row whose output the selection pictures use.
         rank_metric, utts: how the pictured utterances are chosen (see :func:`write_utterance_pictures`).
         report: the listening page (dispatch.bin.make_report's index.html), linked from the header.
+        include: markdown pages appended at the end with their headings one level down (ablation tables).
     """
     names = [name for name, _ in models]
     duplicates = sorted({n for n in names if names.count(n) > 1} | ({"noisy"} & set(names)))
@@ -539,4 +547,15 @@ def make_results(
     if cost or training:
         parts += ["", "## Training", ""] + cost + ([""] if cost else [])
         parts += [f"![{caption}]({_link(path, link_base)})\n" for caption, path in training.items()]
+    for page in include:
+        parts += ["", *demoted_headings(page)]
     return "\n".join(parts) + "\n"
+
+
+def demoted_headings(page: Path) -> List[str]:
+    """The lines of a markdown page with every heading one level down, to sit inside RESULTS.md."""
+    try:
+        text = Path(page).read_text()
+    except OSError as e:
+        raise ResultsInputError(f"--include {page}: cannot read it ({e})") from e
+    return [("#" + line) if re.match(r"#{1,5} ", line) else line for line in text.rstrip("\n").splitlines()]

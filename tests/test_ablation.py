@@ -11,12 +11,16 @@ import yaml
 from dispatch import build_kd_loss
 from dispatch.ablation import (
     AblationError,
+    Estimate,
+    difference_table,
+    exceeds_noise,
     load_spec,
     paired_over_seeds,
     paired_over_utterances,
     parse_spec,
     seed_summary,
     set_table,
+    training_budget,
 )
 from dispatch.bin.ablation import main as ablation_main
 
@@ -82,6 +86,8 @@ def test_topk_one_equals_plain_kd_through_the_expanded_configs():
     ({"seeds": [0], "reference": "b", "variants": {"a": "conf/kd/kd_l2.yaml"}}, "reference 'b'"),
     ({"seeds": [0], "reference": "a", "variants": {"a": "conf/kd/missing.yaml"}}, "missing.yaml"),
     ({"seeds": [0], "reference": "a", "variants": {"a": None, "b": None}}, "only one variant"),
+    ({"seeds": [0], "reference": "a", "also_compare": ["a"], "variants": {"a": None}}, "also_compare must list"),
+    ({"seeds": [0], "reference": "a", "also_compare": "b", "variants": {"a": None}}, "also_compare must list"),
     ({"seeds": [0], "reference": "a", "variants": {"train_a": None}}, "train_"),
     ({"seeds": [0], "reference": "a",
       "variants": {"a": {"base": "conf/kd/kd_l2.yaml", "set": {"kd_loss_conf.topk": 2}}}}, "variants.a: .*topk"),
@@ -124,6 +130,37 @@ def test_table_cells_and_unpaired_utterances():
     assert "| var | 3/3 | 4.333 ± 1.528 (+1.333 ± 0.333) |" in table
     with pytest.raises(AblationError, match="different utterances"):
         paired_over_seeds({0: {"a": 1.0}}, {0: {"a": 1.0, "c": 2.0}})
+
+
+def test_a_difference_exceeds_the_noise_when_its_t_interval_excludes_zero():
+    # 3 seeds: t(0.975, 2) = 4.303, so the bound is 4.303 x SE
+    assert not exceeds_noise(Estimate(4 / 3, 1 / 3, 3))  # 1.333 < 1.434
+    assert exceeds_noise(Estimate(-1.5, 1 / 3, 3))  # 1.5 > 1.434, either sign
+    assert exceeds_noise(Estimate(0.3, 0.1, 30)) and not exceeds_noise(Estimate(0.3, 0.2, 30))  # t(0.975, 29) = 2.045
+    assert not exceeds_noise(Estimate(5.0, float("nan"), 1))  # one seed: no spread, no claim
+    strong = {s: {u: v + 2.0 for u, v in REFERENCE[s].items()} for s in REFERENCE}
+    strong[2] = {u: v + 0.5 for u, v in strong[2].items()}  # per-seed differences 2, 2, 2.5
+    s = parse_spec({"seeds": [0, 1, 2], "reference": "ref", "also_compare": ["none"],
+                    "variants": {"none": None, "ref": "conf/kd/kd_l2.yaml", "var": "conf/kd/kd_l2.yaml"}},
+                   "x", root=TEMPLATE)
+    scores = {"SI_SDR": {"ref": REFERENCE, "var": strong, "none": VARIANT}}
+    assert "| var | 3/3 | 5.167 ± 1.258 (+2.167 ± 0.167 †) |" in set_table(s, scores, ["SI_SDR"], {}, 3)
+    diffs = difference_table(s, scores, ["SI_SDR"], "none")
+    assert diffs.splitlines()[0] == "| variant - none | pairs | SI_SDR |"
+    assert "| ref | 3 | -1.333 ± 0.333 |" in diffs  # REFERENCE - VARIANT: -1, -1, -2
+    # per-seed differences 1, 1, 0.5: mean 5/6, SE 1/6, beyond 4.303 x 1/6 = 0.717
+    assert "| var | 3 | +0.833 ± 0.167 † |" in diffs and "| none |" not in diffs
+
+
+def test_training_budget_is_read_from_the_configs_and_mixed_budgets_are_named(tmp_path):
+    for name, epochs in (("a_seed0", 32), ("b_seed0", 32), ("c_seed0", 10)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(
+            {"max_epoch": epochs, "batch_size": 8, "optim": "adam", "optim_conf": {"lr": 0.002}, "patience": None}))
+    same = training_budget([tmp_path / "a_seed0", tmp_path / "b_seed0", tmp_path / "missing"])
+    assert same == 'max_epoch 32, batch_size 8, optim adam, optim_conf {"lr": 0.002}'
+    mixed = training_budget([tmp_path / n for n in ("a_seed0", "b_seed0", "c_seed0")])
+    assert "max_epoch 32" in mixed and "(a_seed0, b_seed0)" in mixed and "max_epoch 10" in mixed and "(c_seed0)" in mixed
 
 
 # ------------------------------------------------------------------ seeds change the initialisation

@@ -216,7 +216,19 @@ def test_model_complexity_counts_rnn_weights_once_per_frame(tmp_path):
     assert params == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
 
 
+def test_included_pages_are_appended_one_heading_level_down(tree, tmp_path):
+    page = tmp_path / "RESULTS_ablation_x.md"
+    page.write_text("# Ablation: x\n\n- seeds: 0 1 2\n\n## test\n\n| variant | SI_SDR |\n|---|---:|\n| a | 1.000 |\n")
+    out = tmp_path / "RESULTS.md"
+    assert main(["--output", str(out), "--test_sets", "test", "--include", str(page),
+                 *models_args(tree, ["teacher", "baseline"])]) == 0
+    text = out.read_text()
+    assert text.endswith("## Ablation: x\n\n- seeds: 0 1 2\n\n### test\n\n| variant | SI_SDR |\n|---|---:|\n| a | 1.000 |\n")
+    assert list(table(text)) == ["teacher", "baseline"]  # the results' own `## test` is still found first
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--include", "nope.md"], "--include nope.md: cannot read it"),
     (["--baseline", "nope"], "--baseline nope: no such row"),
     (["--plain_kd", "nope"], "--plain_kd nope: no such row"),
     (["--utts", "nope", "--images_dir", "IMAGES", "--data_dir", "DATA"], "--utts: nope not in the test sets"),

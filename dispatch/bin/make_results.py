@@ -12,7 +12,8 @@ parameters and MACs per second of audio. Before the tables, the machine, date, c
 config and KD options. With --images_dir: training curves and the selected fraction per band over
 epochs; with --data_dir too, for the best/median/worst --rank_metric gain of the best KD student over
 the baseline (plus --utts), spectrograms with the Knowledge Gap Score map and the selected patches.
-RESULTS.md links the pictures relatively. The file and pictures are rewritten (atomically) on each run.
+Each --include page (e.g. RESULTS_ablation_method.md, written by run_ablation.sh) is appended, its headings
+one level down. RESULTS.md links the pictures relatively. The file and pictures are rewritten (atomically) on each run.
 """
 import argparse
 import logging
@@ -49,6 +50,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--utts", default="", help="comma-separated utterance ids pictured besides the chosen ones")
     parser.add_argument("--command", default="", help="the command that made the experiments")
     parser.add_argument("--report", type=Path, default=None, help="listening page to link (exp/report/index.html)")
+    parser.add_argument("--include", type=Path, action="append", default=[],
+                        help="markdown page appended at the end (repeatable), e.g. RESULTS_ablation_method.md")
     return parser
 
 
@@ -61,7 +64,8 @@ def main(cmd: Optional[List[str]] = None) -> int:
             models, args.test_sets.split(), args.noisy, args.baseline or None, args.command,
             plain_kd=args.plain_kd, scan_dir=args.scan_dir, fs=args.fs,
             data_dir=args.data_dir, images_dir=args.images_dir, link_base=args.output.parent,
-            teacher=args.teacher, rank_metric=args.rank_metric, utts=[u for u in args.utts.split(",") if u], report=args.report,
+            teacher=args.teacher, rank_metric=args.rank_metric, utts=[u for u in args.utts.split(",") if u],
+            report=args.report, include=args.include,
         )
     except (ResultsInputError, ReportInputError, ScoringInputError) as e:
         logging.error(f"make_results: {e}")

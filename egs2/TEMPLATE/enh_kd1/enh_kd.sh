@@ -295,11 +295,13 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
         _models+=("${name}=${dir}")
     done
     _baseline=baseline; [ "${skip_baseline}" = true ] && _baseline=""
+    # Tables of run_ablation.sh (seeded grids) become part of RESULTS.md.
+    _include=(); for _f in RESULTS_ablation_*.md; do [ -f "${_f}" ] && _include+=(--include "${_f}"); done
     # shellcheck disable=SC2086
     ${python} -m dispatch.bin.make_results --output "${results_md}" --test_sets "${test_sets}" \
         --noisy "${expdir}/noisy" --baseline "${_baseline}" --command "${run_args}" \
         --fs "${fs}" --data_dir "${data_feats}" --images_dir "${expdir}/results/images" \
-        --report "${expdir}/report/index.html" ${results_args} "${_models[@]}"
+        --report "${expdir}/report/index.html" "${_include[@]}" ${results_args} "${_models[@]}"
     _set=${test_sets%% *}
     log "Stage 9: listening page -> ${expdir}/report/index.html (test set ${_set})"
     ${python} -m dispatch.bin.make_report --output_dir "${expdir}/report" --results_md "${results_md}" \
