@@ -84,6 +84,9 @@ class EnhancementKDTask(EnhancementTask):
         kd_name = getattr(args, "kd_loss", None)
         if kd_name is None:
             return student
+        if student.num_spk != 1:
+            raise KDConfigError(f"kd_loss={kd_name}: KD needs a single-output student, but the student config "
+                                f"({getattr(args, 'config', None)}) has num_spk={student.num_spk}")
         kd_conf = dict(getattr(args, "kd_loss_conf", None) or {})
         fs = teacher_sample_rate(vars(args))
         try:

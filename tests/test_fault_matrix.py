@@ -127,6 +127,17 @@ def test_1b_corrupt_audio_is_named_with_its_utterance_at_formatting(src, tmp_pat
     assert "Traceback" not in result.err and not (tmp_path / "dump").exists()
 
 
+def test_1b_nan_samples_in_a_float_wav_stop_formatting(src, tmp_path, capsys):
+    path = wav_path(src, "src_001", "noisy")
+    data = sf.read(path)[0]
+    data[FS // 2: FS // 2 + 10] = np.nan
+    sf.write(path, data, FS, subtype="FLOAT")  # float wavs are converted, so their samples are read
+    result = format_dir(src, tmp_path / "dump", capsys)
+    assert result.code == 1
+    assert f"{path}: 10 sample(s) are NaN or infinite, the first at 0.500 s" in result.err
+    assert "Traceback" not in result.err and not (tmp_path / "dump" / "wav.scp").exists()
+
+
 def test_1c_audio_is_checked_at_the_recipe_sample_rate(src, tmp_path, capsys):
     # A source at another rate is resampled by formatting ...
     for kind in ("noisy", "clean"):
@@ -222,6 +233,13 @@ def test_2b_teacher_with_another_number_of_outputs_stops_naming_both_configs(tmp
     message = refused_training(tmp_path, data_root, STUDENT, "--teacher_model", teacher)
     assert message == (f"enh_kd_train: error: teacher {teacher / 'config.yaml'} has num_spk=2 outputs but the "
                        f"student config has num_spk=1 ({tmp_path / 'student.yaml'}): they must agree")
+
+
+def test_2b_a_student_with_several_outputs_stops_naming_its_config(tmp_path, data_root):
+    student = {**STUDENT, "separator_conf": {**STUDENT["separator_conf"], "num_spk": 2}}
+    message = refused_training(tmp_path, data_root, student, "--teacher_model", make_teacher(tmp_path / "teacher"))
+    assert message == (f"enh_kd_train: error: kd_loss={STUDENT['kd_loss']}: KD needs a single-output student, but "
+                       f"the student config ({tmp_path / 'student.yaml'}) has num_spk=2")
 
 
 # ------------------------------------------------------------------------------ 3. loss guards

@@ -73,8 +73,18 @@ def read_audio(path: PathLike, fs: int) -> np.ndarray:
 
     Returns:
         (samples,) for mono files, (samples, channels) otherwise.
+
+    Raises:
+        ValueError: naming ``path``, when a (float) file holds NaN or infinite samples: they would turn
+            into arbitrary 16-bit values when written, or into NaN losses in training.
     """
     data, rate = sf.read(str(path), dtype="float64")
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = ~finite.reshape(len(data), -1).all(axis=1)
+        raise ValueError(
+            f"{path}: {int(bad.sum())} sample(s) are NaN or infinite, the first at {np.argmax(bad) / rate:.3f} s"
+        )
     return data if rate == fs else soxr.resample(data, rate, fs, quality="HQ")
 
 

@@ -51,9 +51,9 @@ def _convert(job: Tuple[Path, Path, int]) -> Path:
     src, dst, fs = job
     try:
         info = probe(src)
+        return src.resolve() if info.is_pcm16_wav_at(fs) else convert_wav(src, dst, fs).resolve()
     except ValueError as e:
         raise CorpusError(str(e)) from e
-    return src.resolve() if info.is_pcm16_wav_at(fs) else convert_wav(src, dst, fs).resolve()
 
 
 def to_pcm16(
