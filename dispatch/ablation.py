@@ -43,6 +43,7 @@ import yaml
 from scipy import stats
 
 from dispatch.losses import build_kd_loss
+from dispatch.plots import read_training_log
 from dispatch.report.inputs import ReportInputError, read_scores
 from dispatch.results import compact_value, machine_description, ordered_metrics, read_summary
 
@@ -521,6 +522,49 @@ def training_budget(exps: Sequence[Path]) -> str:
     return "; ".join(f"{text} ({', '.join(names)})" for text, names in budgets.items())
 
 
+def convergence(exp: Path) -> Optional[Tuple[str, int, int, float, float]]:
+    """How far one training got along its model-selection criterion (the config's first
+    ``best_model_criterion``, e.g. valid si_snr_loss, min).
+
+    Returns:
+        (criterion, epochs, best epoch, best value, gain of the last quarter of the epochs over the
+        quarter before: mean improvement in the criterion's direction, ~0 once converged); None without
+        a training log or criterion.
+    """
+    config = exp / "config.yaml"
+    if not config.is_file():
+        return None
+    criteria = (yaml.safe_load(config.read_text()) or {}).get("best_model_criterion") or []
+    if not criteria:
+        return None
+    phase, key, mode = criteria[0]
+    values = np.array(read_training_log(exp).get(phase, {}).get(key, []), dtype=float)
+    if values.size == 0 or np.isnan(values).all():
+        return None
+    sign = -1.0 if mode == "min" else 1.0
+    best = int(np.nanargmax(sign * values))
+    q = max(1, values.size // 4)
+    gain = sign * (np.nanmean(values[-q:]) - np.nanmean(values[-2 * q:-q])) if values.size >= 2 else math.nan
+    return f"{phase} {key} ({mode})", int(values.size), best + 1, float(values[best]), float(gain)
+
+
+def convergence_table(spec: AblationSpec, expdir: Path, student_tag: str, seeds: Sequence[int]) -> str:
+    """Markdown table: per variant, the means over seeds of :func:`convergence` (scored runs only)."""
+    rows, criterion = [], ""
+    for v in spec.variants:
+        exps = [experiment_dir(expdir, student_tag, v, s) for s in seeds]
+        runs = [c for e in exps if discover_test_sets([e]) and (c := convergence(e)) is not None]
+        if not runs:
+            continue
+        criterion = runs[0][0]
+        epochs, best_epoch, best, gain = (np.mean([r[i] for r in runs]) for i in range(1, 5))
+        rows.append(f"| {v.name} | {len(runs)} | {epochs:.0f} | {best_epoch:.1f} | {best:.3f} | {gain:+.3f} |")
+    if not rows:
+        return ""
+    return "\n".join([f"| variant | runs | epochs | best epoch | best {criterion} | gain of the last quarter |",
+                      "|---|---:|---:|---:|---:|---:|", *rows])
+
+
 def ablation_table(
     spec: AblationSpec,
     spec_path: Union[str, Path],
@@ -583,4 +627,10 @@ def ablation_table(
                       difference_table(spec, scores, metrics, reference, pairing)]
     if not sets:
         parts += ["", "(no scores yet)"]
+    training_table = convergence_table(spec, expdir, student_tag, seeds)
+    if training_table:
+        parts += ["", "## Convergence", "",
+                  "Means over seeds of each training's model-selection criterion: the epoch of its best value, "
+                  "that value, and how much the last quarter of the epochs improved on the quarter before "
+                  "(in the criterion's direction; about 0 once the training has converged).", "", training_table]
     return "\n".join(parts) + "\n"

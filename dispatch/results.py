@@ -529,7 +529,9 @@ def make_results(
 
     parts = _header(exps, baseline, command)
     if report is not None:
-        parts += ["", f"Listening page: [{_link(Path(report), link_base)}]({_link(Path(report), link_base)})"]
+        parts += ["", f"Listening page: [{_link(Path(report), link_base)}]({_link(Path(report), link_base)})"
+                  " (the page and the pictures below are written with the experiments, which git does not keep:"
+                  " rerun the results stage to see them)"]
     for dset in test_sets:
         rows = []
         if noisy_dir is not None and (summary := read_summary(Path(noisy_dir) / f"enhanced_{dset}" / "scoring")):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_plots import write_checkpoint
 
 from dispatch import build_kd_loss
 from dispatch.ablation import (
@@ -243,6 +244,21 @@ def test_expand_and_table_commands_on_a_fake_experiment_tree(tmp_path, monkeypat
     assert "| k_topk0.5 | 3/3 | 4.333 ± 1.528 (+1.333 ± 0.333) |" in text
     assert "| k_topk1.0 | 0/3 | - |" in text
     assert "`conf/kd/kd_dispatch_l2.yaml + kd_loss_conf.topk=0.5`" in text
+
+    assert "## Convergence" not in text  # no training logs in this tree
+
+    # With training logs: the model-selection criterion's best epoch and the gain of the last quarter.
+    for seed, tail in enumerate((-3.0, -3.2, -3.1)):  # valid si_snr_loss per epoch, min is best
+        exp = Path(f"exp/student_x_kd_l2_seed{seed}")
+        curve = [-1.0, -2.0, -2.5, -2.8, -2.9, tail, -3.0, -3.0]
+        write_checkpoint(exp, {e + 1: {"valid": {"si_snr_loss": v}} for e, v in enumerate(curve)})
+        (exp / "config.yaml").write_text(yaml.safe_dump({"best_model_criterion": [["valid", "si_snr_loss", "min"]]}))
+    assert ablation_main(["table", spec_path, "--student_tag", "student_x", "--output", str(out)]) == 0
+    block = out.read_text().split("## Convergence", 1)[1]
+    # best epochs 6 (tail -3.0 ties epoch 7: the first wins), 6, 6; best -3.0, -3.2, -3.1;
+    # last quarter (epochs 7-8) -3.0 against epochs 5-6: (-2.9 + tail) / 2 -> gains 0.05, -0.05, 0.0
+    assert "| variant | runs | epochs | best epoch | best valid si_snr_loss (min) | gain of the last quarter |" in block
+    assert "| kd_l2 | 3 | 8 | 6.0 | -3.100 | +0.000 |" in block
 
     # A variant whose options changed under trained experiments is refused, naming the file.
     Path("conf/kd/kd_l2.yaml").write_text(Path("conf/kd/kd_l2.yaml").read_text().replace("10.0", "5.0"))
