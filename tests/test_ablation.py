@@ -190,6 +190,12 @@ def test_seed_option_changes_the_student_initialisation(tmp_path):
     changed = [k for k in first if first[k].is_floating_point() and not torch.equal(first[k], other[k])]
     assert any("separator" in k for k in changed)
 
+    # Pairing by seed compares like with like: another KD variant starts from the very same student.
+    kd.write_text(yaml.safe_dump(conf_of(spec("method"), "kd_dfkd_dispatch_mssp")))
+    merge([str(merged), str(MINI / "conf" / "train_student.yaml"), str(kd)])
+    dfkd = init(0)
+    assert first.keys() == dfkd.keys() and all(torch.equal(first[k], dfkd[k]) for k in first)
+
 
 # ------------------------------------------------------------------ the command line and the runner
 
