@@ -281,7 +281,8 @@ def kd_config_text(variant: Variant, spec_path: Union[str, Path]) -> str:
 
 
 def tag_suffix(seed: int) -> str:
-    """enh_kd.sh --tag_suffix of one seed's experiments (run_ablation.sh passes the same)."""
+    """enh_kd.sh --tag_suffix of one seed's experiments (run_ablation.sh passes the same; results.ABLATION_RUN
+    matches it)."""
     return f"_seed{seed}"
 
 

@@ -148,6 +148,10 @@ def load_experiment(name: str, exp_dir: Path) -> Experiment:
     return Experiment(name, exp_dir, config)
 
 
+# Experiment names of ablation runs: enh_kd.sh --tag_suffix _seed<N>, as dispatch.ablation.tag_suffix writes it.
+ABLATION_RUN = re.compile(r"_seed\d+$")
+
+
 def scan_experiments(
     scan_dir: Path, known: Sequence[Experiment], test_sets: Sequence[str], baseline_dir: Optional[Path] = None
 ) -> List[Experiment]:
@@ -156,14 +160,15 @@ def scan_experiments(
     This keeps a KD variant trained by an earlier run (with other ``--kd_configs``) in the tables. An
     experiment counts if it has a config.yaml and a summary.json for one of ``test_sets``. Its row name is
     its folder name, less the baseline's folder name and ``_`` in front (``enh_kd.sh`` names KD students
-    ``<baseline>_<kd config>``).
+    ``<baseline>_<kd config>``). Runs of an ablation (``run_ablation.sh`` names them ``..._seed<N>``) are
+    left out: their seeds are summarised in the ablation's own table, which stage 9 appends.
     """
     seen = {e.exp_dir.resolve() for e in known}
     names = {e.name for e in known}
     prefix = f"{baseline_dir.name}_" if baseline_dir is not None else None
     found = []
     for d in sorted(p for p in scan_dir.iterdir() if p.is_dir()):
-        if d.resolve() in seen or not (d / "config.yaml").is_file():
+        if d.resolve() in seen or not (d / "config.yaml").is_file() or ABLATION_RUN.search(d.name):
             continue
         if not any((d / f"enhanced_{s}" / "scoring" / "summary.json").is_file() for s in test_sets):
             continue

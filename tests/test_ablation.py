@@ -50,6 +50,12 @@ def test_method_grid_has_every_method_and_a_baseline():
     assert conf_of(s, "kd_dfkd_dispatch_mssp")["kd_loss_conf"]["bands"] == [[10, 1], [40, 1]]  # base untouched
 
 
+def test_every_shipped_spec_parses():
+    names = sorted(p.stem for p in (TEMPLATE / "conf" / "ablation").glob("*.yaml"))
+    assert names == ["baseline", "method", "mssp", "patch", "topk"]
+    assert [v.name for v in spec("baseline").variants] == ["none"] and spec("baseline").reference == "none"
+
+
 def test_value_grids_expand_to_every_combination():
     topk = spec("topk")
     assert [v.name for v in topk.variants][1:] == [f"kd_dispatch_l2_topk{k}" for k in (0.2, 0.4, 0.6, 0.8, 1.0)]

@@ -176,6 +176,8 @@ def test_pictures_are_written_and_linked(tree, results):
 def test_rerun_after_adding_a_variant_adds_a_row(tree, tmp_path):
     new = tree / "exp" / "student_tcn_kd_new"
     shutil.copytree(tree / "exp" / DIRS["kd_dispatch_l2"], new)
+    seeded = tree / "exp" / "student_tcn_kd_new_seed1"  # an ablation run: its own table, not a row here
+    shutil.copytree(tree / "exp" / DIRS["kd_dispatch_l2"], seeded)
     try:
         out = tmp_path / "RESULTS.md"
         # As stage 9 after `./run.sh --kd_configs conf/kd/kd_new.yaml`: only the new KD row on the command line.
@@ -186,6 +188,7 @@ def test_rerun_after_adding_a_variant_adds_a_row(tree, tmp_path):
         assert rows["kd_new"]["plain KD"] == "kd_l2"
     finally:
         shutil.rmtree(new)
+        shutil.rmtree(seeded)
 
 
 def test_plain_kd_references():

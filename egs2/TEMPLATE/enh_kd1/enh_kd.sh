@@ -121,6 +121,8 @@ student_exp=${expdir}/${student_tag}${tag_suffix}
 kd_exp() { echo "${expdir}/${student_tag}_$(conf_name "$1")${tag_suffix}"; }
 [ -n "${teacher_model}" ] && teacher_exp=${teacher_model}
 given_teacher_dir=${expdir}/teacher_given  # outputs of a teacher given as a zip or zoo name
+# Folder of a model's outputs (enhanced test sets, teacher cache): its experiment, or given_teacher_dir.
+out_dir() { if [ -d "$1" ]; then echo "$1"; else echo "${given_teacher_dir}"; fi; }
 
 # Models to enhance, score, pack: name=directory.
 models=("teacher=${teacher_exp}")
@@ -208,7 +210,7 @@ fi
 # A cached output was computed from the whole utterance; an online teacher sees only the training chunk.
 in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 if [ "${use_teacher_cache}" = true ] && { in_range 6 || in_range 10; }; then
-    _cache_base=${teacher_exp}; [ -d "${teacher_exp}" ] || _cache_base=${given_teacher_dir}
+    _cache_base=$(out_dir "${teacher_exp}")
     for dset in ${train_set} ${valid_set}; do
         log "Stage 10: teacher outputs of ${dset} -> ${data_feats}/${dset}/teacher_ref1.scp"
         mkdir -p "${_cache_base}/teacher_cache/log"
@@ -240,9 +242,8 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     for entry in "${models[@]}"; do
         name=${entry%%=*}; dir=${entry#*=}
         read -r _config _model < <(${python} -m dispatch.bin.resolve_teacher "${dir}" --model_file_name "${inference_model}")
-        _outbase=${dir}; [ -d "${dir}" ] || _outbase=${given_teacher_dir}
         for dset in ${test_sets}; do
-            _out=${_outbase}/enhanced_${dset}
+            _out=$(out_dir "${dir}")/enhanced_${dset}
             if [ -f "${_out}/spk1.scp" ]; then
                 log "Stage 7: ${name} on ${dset}: done already (${_out}/spk1.scp)"; continue
             fi
@@ -279,8 +280,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
         score "${dset}" "${data_feats}/${dset}/wav.scp" "${expdir}/noisy/enhanced_${dset}/scoring"
     done
     for entry in "${models[@]}"; do
-        name=${entry%%=*}; dir=${entry#*=}
-        [ -d "${dir}" ] || dir=${given_teacher_dir}
+        name=${entry%%=*}; dir=$(out_dir "${entry#*=}")
         for dset in ${test_sets}; do
             log "Stage 8: scoring ${name} on ${dset}"
             score "${dset}" "${dir}/enhanced_${dset}/spk1.scp" "${dir}/enhanced_${dset}/scoring"
@@ -290,10 +290,7 @@ fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     log "Stage 9: results table and pictures -> ${results_md}, ${expdir}/results/images"
-    _models=(); for entry in "${models[@]}"; do
-        name=${entry%%=*}; dir=${entry#*=}; [ -d "${dir}" ] || dir=${given_teacher_dir}
-        _models+=("${name}=${dir}")
-    done
+    _models=(); for entry in "${models[@]}"; do _models+=("${entry%%=*}=$(out_dir "${entry#*=}")"); done
     _baseline=baseline; [ "${skip_baseline}" = true ] && _baseline=""
     # Tables of run_ablation.sh (seeded grids) become part of RESULTS.md.
     _include=(); for _f in RESULTS_ablation_*.md; do [ -f "${_f}" ] && _include+=(--include "${_f}"); done
