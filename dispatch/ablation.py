@@ -624,7 +624,7 @@ def ablation_table(
         table = set_table(spec, scores, metrics, extra_means, len(seeds), pairing) if metrics else "(no scores yet)"
         parts += ["", f"## {dset}", "", table]
         for reference in spec.also_compare if metrics else ():
-            parts += ["", f"Paired differences to `{reference}` ({spread}):", "",
+            parts += ["", f"Paired differences to `{reference}`: mean ± {spread}; † as above.", "",
                       difference_table(spec, scores, metrics, reference, pairing)]
     if not sets:
         parts += ["", "(no scores yet)"]
