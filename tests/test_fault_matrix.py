@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 import yaml
 from conftest import FS, data_args, run_module, write_data_dir
+from test_datadir import corrupt_empty, corrupt_garbage, corrupt_truncate
 from test_enh_kd_script import enh_kd, recipe  # noqa: F401  (recipe: the tmp recipe fixture)
 
 from dispatch.bin import format_data
@@ -96,27 +97,12 @@ def test_1a_lists_with_unsorted_or_different_keys_stop_formatting(src, tmp_path,
     assert not (tmp_path / "dump").exists()
 
 
-def truncate(path: Path) -> str:
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    return "truncated: header declares"
-
-
-def garbage(path: Path) -> str:
-    path.write_bytes(np.random.default_rng(0).bytes(3000))
-    return "not readable audio"
-
-
-def empty(path: Path) -> str:
-    path.write_bytes(b"")
-    return "empty file"
-
-
 def remove(path: Path) -> str:
     path.unlink()
     return "no such file"
 
 
-@pytest.mark.parametrize("corrupt", [truncate, garbage, empty, remove])
+@pytest.mark.parametrize("corrupt", [corrupt_truncate, corrupt_garbage, corrupt_empty, remove])
 def test_1b_corrupt_audio_is_named_with_its_utterance_at_formatting(src, tmp_path, capsys, corrupt):
     path = wav_path(src, "src_002", "clean")
     expected = corrupt(path)
