@@ -45,7 +45,14 @@ from scipy import stats
 from dispatch.losses import build_kd_loss
 from dispatch.plots import read_training_log
 from dispatch.report.inputs import ReportInputError, read_scores
-from dispatch.results import compact_value, machine_description, ordered_metrics, read_summary
+from dispatch.results import (
+    ResultsInputError,
+    compact_value,
+    load_experiment,
+    machine_description,
+    ordered_metrics,
+    read_summary,
+)
 
 SPEC_KEYS = ("description", "seeds", "reference", "also_compare", "metrics", "variants", "grid")
 GRID_KEYS = ("base", "prefix", "vary")
@@ -505,6 +512,16 @@ BUDGET_KEYS = ("max_epoch", "num_iters_per_epoch", "batch_size", "chunk_length",
                "scheduler", "scheduler_conf")
 
 
+def _config(exp: Path) -> Optional[Dict[str, Any]]:
+    """An experiment's config.yaml, None if it has none yet; an error names a config that is not yaml."""
+    if not (exp / "config.yaml").is_file():
+        return None
+    try:
+        return load_experiment(exp.name, exp).config
+    except ResultsInputError as e:
+        raise AblationError(str(e)) from e
+
+
 def training_budget(exps: Sequence[Path]) -> str:
     """The training budget the experiments' config.yaml files record (epochs, batches, optimiser, schedule).
 
@@ -512,10 +529,9 @@ def training_budget(exps: Sequence[Path]) -> str:
     """
     budgets: Dict[str, List[str]] = {}
     for exp in exps:
-        config = exp / "config.yaml"
-        if not config.is_file():
+        conf = _config(exp)
+        if conf is None:
             continue
-        conf = yaml.safe_load(config.read_text()) or {}
         text = ", ".join(f"{k} {compact_value(conf[k])}" for k in BUDGET_KEYS if conf.get(k) is not None)
         budgets.setdefault(text, []).append(exp.name)
     if len(budgets) <= 1:
@@ -532,10 +548,7 @@ def convergence(exp: Path) -> Optional[Tuple[str, int, int, float, float]]:
         quarter before: mean improvement in the criterion's direction, ~0 once converged); None without
         a training log or criterion.
     """
-    config = exp / "config.yaml"
-    if not config.is_file():
-        return None
-    criteria = (yaml.safe_load(config.read_text()) or {}).get("best_model_criterion") or []
+    criteria = (_config(exp) or {}).get("best_model_criterion") or []
     if not criteria:
         return None
     phase, key, mode = criteria[0]

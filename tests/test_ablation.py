@@ -272,6 +272,11 @@ def test_expand_and_table_commands_on_a_fake_experiment_tree(tmp_path, monkeypat
     assert "| variant | runs | epochs | best epoch | best valid si_snr_loss (min) | gain of the last quarter |" in block
     assert "| kd_l2 | 3 | 8 | 6.0 | -3.100 | +0.000 |" in block
 
+    # A config.yaml that is not yaml is named, not a traceback.
+    Path("exp/student_x_kd_l2_seed2/config.yaml").write_text("best_model_criterion: [unclosed\n")
+    assert ablation_main(["table", spec_path, "--student_tag", "student_x", "--output", str(out)]) == 2
+    assert "exp/student_x_kd_l2_seed2/config.yaml: not valid yaml" in capsys.readouterr().err
+
     # A variant whose options changed under trained experiments is refused, naming the file.
     Path("conf/kd/kd_l2.yaml").write_text(Path("conf/kd/kd_l2.yaml").read_text().replace("10.0", "5.0"))
     assert ablation_main(["expand", spec_path, "--outdir", "exp/ablation/tiny/conf"]) == 2
