@@ -28,7 +28,12 @@ except bare shell operators (|, &&, ;, >, 2>&1, ...) which keep their meaning as
 
 Each log file gets "# <command>" and "# Started at <date>", the job's stdout and stderr,
 "# Accounting: time=<s> threads=<n>" and "# Ended (code <rc>) at <date>".  The exit status
-is 0 only if every job succeeds.  SIGINT/SIGTERM kill the running jobs.
+is 0 only if every job succeeds.
+
+Jobs stay in the caller's process group, so that a kill of the recipe's process group (Ctrl-C,
+`kill -9 -- -<pgid>`) also ends them and everything they started: nothing keeps running behind a
+killed run.sh.  SIGINT/SIGTERM/SIGHUP sent to run.pl alone end every running job with its whole
+process tree (SIGTERM, then SIGKILL after KILL_GRACE_S seconds).
 """
 from __future__ import annotations
 
@@ -53,6 +58,8 @@ OPTIONS = (*INT_OPTIONS, "mem", "time", "name", "config")
 JOB_ARRAY = re.compile(r"^([A-Za-z_]\w*)=(\d+)(?::(\d+))?$")
 # Words kept unquoted so that Kaldi-style `a \| b` and `\> file` still work.
 SHELL_OPERATOR = re.compile(r"^(\|\|?|&&|;|&|&>>?|[0-9]*(<|>>?|>&[0-9]+|<&[0-9]+))$")
+# Seconds between the SIGTERM and the SIGKILL of an interrupted job's processes.
+KILL_GRACE_S = 5.0
 
 
 @dataclass
@@ -152,10 +159,11 @@ class LocalRunner:
             with self.lock:
                 if self.stopping:
                     return 1
-                # A session of its own, so that killing it also kills pipelines it started.
+                # In the caller's process group (no session of its own): a kill of the recipe's
+                # group reaches the job and its children; kill_all ends its process tree.
                 proc = subprocess.Popen(
                     ["bash", "-c", "set -o pipefail; " + command], stdin=subprocess.DEVNULL,
-                    stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                    stdout=f, stderr=subprocess.STDOUT,
                 )
                 self.running.add(proc)
             code = proc.wait()
@@ -168,19 +176,69 @@ class LocalRunner:
         return code
 
     def kill_all(self) -> int:
-        """Stop starting jobs and terminate the running ones; returns how many were running."""
+        """Stop starting jobs and end the running ones with every process they started (SIGTERM, then
+        SIGKILL for what is left after KILL_GRACE_S); returns how many jobs were running."""
         with self.lock:
             self.stopping = True
-            for proc in self.running:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            return len(self.running)
+            running = list(self.running)
+        trees = [process_tree(proc.pid) for proc in running]  # before the kill re-parents the children
+        signal_all([pid for tree in trees for pid in tree], signal.SIGTERM)
+        deadline = time.time() + KILL_GRACE_S
+        while time.time() < deadline and any(alive(pid) for tree in trees for pid in tree):
+            time.sleep(0.05)
+        signal_all([pid for tree in trees for pid in tree if alive(pid)], signal.SIGKILL)
+        return len(running)
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, parents first (from /proc; only ``root`` where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [root]
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def interrupt(signum: int, _frame) -> None:
-    """Turn SIGINT/SIGTERM into KeyboardInterrupt so that both end up killing the jobs."""
+    """Turn SIGINT/SIGTERM/SIGHUP into KeyboardInterrupt so that each ends up killing the jobs."""
     raise KeyboardInterrupt(signum)
 
 
@@ -191,13 +249,15 @@ def main(argv: list[str]) -> int:
     tasks = request.tasks()
     runner = LocalRunner(request)
     # Also SIGINT: a shell starting us in the background would have it ignored otherwise.
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupt)
     pool = ThreadPoolExecutor(max_workers=request.options.get("max_jobs_run", len(tasks)))
     try:
         codes = list(pool.map(runner.run_job, tasks))
     except KeyboardInterrupt as e:
         pool.shutdown(wait=False, cancel_futures=True)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         killed = runner.kill_all()
         print(f"run.pl: interrupted, killed {killed} running job(s), logs in {request.log}",
               file=sys.stderr)
