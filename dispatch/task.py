@@ -24,25 +24,25 @@ from espnet2.train.class_choices import ClassChoices
 from espnet2.utils.types import int_or_none, str_or_none
 
 from dispatch.checkpoint import atomic_torch_save, restore_epoch_snapshot
-from dispatch.losses import KD_LOSSES, build_kd_loss, kd_loss_options
+from dispatch.chunking import ChunkingError, check_chunking
+from dispatch.kd_config import KDConfigError, check_kd_options
+from dispatch.losses import KD_LOSSES
 from dispatch.model import TEACHER_AUTOCAST_CHOICES, TEACHER_STREAM, ESPnetEnhancementKDModel
 from dispatch.teacher import TeacherError, build_teacher, check_teacher_fits, resolve_teacher, teacher_sample_rate
+from dispatch.trainer import KDTrainer, NoBatchError
 
 # Config keys this task adds to espnet2's; pack_student drops them from the packed student.
 KD_CONFIG_KEYS = ("teacher_model", "teacher_config", "teacher_model_file", "kd_loss", "kd_loss_conf",
-                  "kd_weight", "task_weight", "teacher_autocast")
+                  "kd_weight", "task_weight", "teacher_autocast", "chunk_max_dropped_share")
 
 kd_loss_choices = ClassChoices(
     "kd_loss", classes=KD_LOSSES, type_check=torch.nn.Module, default=None, optional=True
 )
 
 
-class KDConfigError(ValueError):
-    """A ``kd_loss`` / ``kd_loss_conf`` that cannot work; found while building the model, before training."""
-
-
 class EnhancementKDTask(EnhancementTask):
     class_choices_list = EnhancementTask.class_choices_list + [kd_loss_choices]
+    trainer = KDTrainer  # an epoch without a training or validation batch is an error, not "finished"
 
     @classmethod
     def add_task_arguments(cls, parser: argparse.ArgumentParser):
@@ -60,6 +60,41 @@ class EnhancementKDTask(EnhancementTask):
                            help="Run the online teacher under torch.autocast with this dtype on CUDA (no-op on CPU)")
         group.add_argument("--fs", type=int_or_none, default=None,
                            help="Sampling rate of the data; checked against the teacher's")
+        group = parser.add_argument_group(description="Data checks")
+        group.add_argument("--chunk_max_dropped_share", type=float, default=0.0,
+                           help="With iterator_type chunk: the largest share of a set's utterances the chunk "
+                                "iterator may skip (those not longer than any chunk_length) before training "
+                                "is refused")
+
+    @classmethod
+    def build_iter_factory(cls, args: argparse.Namespace, distributed_option, mode: str, kwargs=None):
+        if mode in ("train", "valid"):
+            cls.check_chunking(args, mode)
+        return super().build_iter_factory(args, distributed_option, mode, kwargs)
+
+    @classmethod
+    def check_chunking(cls, args: argparse.Namespace, mode: str) -> None:
+        """Log what the chunk iterator uses of the ``mode`` set; refuse a set that drops data or gives no batch."""
+        iterator_type = getattr(args, f"{mode}_iterator_type", None) or args.iterator_type
+        shape_files = getattr(args, f"{mode}_shape_file")
+        if iterator_type != "chunk" or not shape_files:
+            return
+        batch_size = args.valid_batch_size if mode == "valid" and args.valid_batch_size else args.batch_size
+        cov = check_chunking(
+            {mode: shape_files[0]}, args.chunk_length, batch_size, chunk_shift_ratio=args.chunk_shift_ratio,
+            discard_short_samples=args.chunk_discard_short_samples, max_abs_length=args.chunk_max_abs_length,
+            max_dropped_share=args.chunk_max_dropped_share)[mode]
+        logging.info(f"chunk iterator, {mode} set: {cov.describe(args.fs)}")
+        if mode == "train" and args.num_iters_per_epoch is not None:
+            # espnet2's chunk iterator reads num_iters_per_epoch utterances per epoch, not batches.
+            batches = args.num_iters_per_epoch * cov.num_chunks / max(1, cov.num_utts) / batch_size
+            logging.info(f"chunk iterator: --num_iters_per_epoch {args.num_iters_per_epoch} counts utterances: "
+                         f"about {batches:.1f} batches per epoch")
+            if batches < 1:
+                raise ChunkingError(f"--num_iters_per_epoch {args.num_iters_per_epoch} with iterator_type chunk "
+                                    f"reads {args.num_iters_per_epoch} utterances per epoch (espnet2 counts "
+                                    f"utterances there), about {batches:.2f} batches of {batch_size}: no "
+                                    f"training step. Raise it or lower batch_size")
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace):
@@ -69,9 +104,9 @@ class EnhancementKDTask(EnhancementTask):
         try:
             with atomic_torch_save():
                 super().main_worker(args)
-        except (KDConfigError, TeacherError) as e:
-            # Raised by build_model, before any data is read or file written: a config error for the
-            # user to fix, reported like argparse's errors rather than as a traceback.
+        except (KDConfigError, TeacherError, ChunkingError, NoBatchError) as e:
+            # Config or data errors for the user to fix (found before training, or an epoch without a
+            # batch), reported like argparse's errors rather than as a traceback.
             raise SystemExit(f"enh_kd_train: error: {e}") from e
 
     @classmethod
@@ -87,14 +122,10 @@ class EnhancementKDTask(EnhancementTask):
         if student.num_spk != 1:
             raise KDConfigError(f"kd_loss={kd_name}: KD needs a single-output student, but the student config "
                                 f"({getattr(args, 'config', None)}) has num_spk={student.num_spk}")
-        kd_conf = dict(getattr(args, "kd_loss_conf", None) or {})
         fs = teacher_sample_rate(vars(args))
-        try:
-            if fs and "fs" in kd_loss_options(kd_name):
-                kd_conf.setdefault("fs", fs)
-            kd_loss = build_kd_loss(kd_name, **kd_conf)
-        except ValueError as e:
-            raise KDConfigError(str(e)) from e
+        # The same checks as dispatch.bin.check_kd_configs (enh_kd.sh runs it before stage 1): option
+        # names and types, ranges, kd_weight/task_weight >= 0 and not both 0.
+        kd_loss = check_kd_options(vars(args), fs)
 
         teacher = None
         if getattr(args, "teacher_model", None) or getattr(args, "teacher_config", None):
