@@ -99,6 +99,12 @@ def audio_fingerprint(scp: os.PathLike | str) -> dict:
     return {"kind": "audio", "path": str(scp), "text_sha256": digest, "files": stats}
 
 
+def audio_digest(scp: os.PathLike | str) -> str:
+    """One sha256 of an scp list's entries and of the size and mtime of each audio file behind them."""
+    fp = audio_fingerprint(scp)
+    return hashlib.sha256(json.dumps([fp["text_sha256"], fp["files"]], sort_keys=True).encode()).hexdigest()
+
+
 def describe(files: Iterable[Tuple[str, str]] = (), audio: Iterable[Tuple[str, str]] = (),
              values: Iterable[Tuple[str, str]] = ()) -> Record:
     """The fingerprint of named inputs: (name, path) of files and scp lists, (name, text) of options.

@@ -16,6 +16,7 @@ Each KD row is compared with the baseline student and with its *plain KD* refere
 from __future__ import annotations
 
 import datetime
+import hashlib
 import inspect
 import json
 import logging
@@ -31,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
+from dispatch.fingerprint import audio_digest
 from dispatch.losses import KD_LOSSES, DISPatchLoss, build_kd_loss
 from dispatch.plots import (
     read_training_log,
@@ -206,6 +208,36 @@ def read_summary(scoring_dir: Path) -> Optional[Dict[str, dict]]:
         return json.loads(path.read_text(encoding="utf-8")).get("enhanced")
     except json.JSONDecodeError as e:
         raise ResultsInputError(f"{path}: not valid JSON: {e}") from e
+
+
+# Lists whose fingerprints dispatch.bin.enh_score records in summary.json's config.
+SCORED_LISTS = ("inf_scp", "ref_scp", "noisy_scp")
+
+
+def stale_scores(scoring_dir: Path) -> Optional[str]:
+    """Why the scores in ``scoring_dir`` no longer describe the audio they name, or None if they do.
+
+    enh_score records in summary.json the text hash of each list it scored and a hash of the size and
+    mtime of every audio file the list names; a list or an audio file changed since (stage 2 or 7 redone
+    without stage 8) makes the scores stale. A summary without these records (older, or written by
+    another tool) cannot be checked and is taken as it is.
+    """
+    try:
+        config = json.loads((scoring_dir / "summary.json").read_text(encoding="utf-8")).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    for key in SCORED_LISTS:
+        recorded = config.get(key)
+        if not isinstance(recorded, dict) or "audio_sha256" not in recorded:
+            continue
+        scp = Path(recorded["path"])
+        if not scp.is_file():
+            return f"{scp} (its --{key}) no longer exists"
+        if hashlib.sha1(scp.read_bytes()).hexdigest() != recorded.get("sha1"):
+            return f"{scp} (its --{key}) changed after scoring"
+        if audio_digest(scp) != recorded["audio_sha256"]:
+            return f"audio files listed in {scp} (its --{key}) changed after scoring"
+    return None
 
 
 def model_complexity(config_file: Path, fs: int) -> Tuple[float, float]:
@@ -537,12 +569,27 @@ def make_results(
         parts += ["", f"Listening page: [{_link(Path(report), link_base)}]({_link(Path(report), link_base)})"
                   " (the page and the pictures below are written with the experiments, which git does not keep:"
                   " rerun the results stage to see them)"]
+    # Scores of other audio than the lists name now are refused (a row given on the command line) or
+    # left out with a warning (a row found by --scan_dir): no row may describe data no longer there.
+    configured = {"noisy", *names}
+
+    def current_summary(name: str, scoring_dir: Path) -> Optional[Dict[str, dict]]:
+        summary = read_summary(scoring_dir)
+        if summary is not None and (why := stale_scores(scoring_dir)):
+            message = f"{name}: the scores in {scoring_dir} are stale: {why}; rerun the scoring (stage 8)"
+            if name in configured:
+                raise ResultsInputError(message)
+            logging.warning(f"{message}; row left out")
+            return None
+        return summary
+
     for dset in test_sets:
         rows = []
-        if noisy_dir is not None and (summary := read_summary(Path(noisy_dir) / f"enhanced_{dset}" / "scoring")):
+        if noisy_dir is not None and (
+                summary := current_summary("noisy", Path(noisy_dir) / f"enhanced_{dset}" / "scoring")):
             rows.append(Row("noisy", summary))
         for e in exps:
-            if (summary := read_summary(e.scoring_dir(dset))) is not None:
+            if (summary := current_summary(e.name, e.scoring_dir(dset))) is not None:
                 rows.append(Row(e.name, summary, *complexity.get(e.name, (None, None)), plain.get(e.name)))
         parts += ["", f"## {dset}", "", set_table(rows, baseline) if rows else "(no scores yet)"]
         if images_dir is not None and data_dir is not None and rows:

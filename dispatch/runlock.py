@@ -3,7 +3,7 @@
 
 enh_kd.sh opens the lock file on a file descriptor of its own and asks this tool to lock it:
 
-    exec 9>>exp/.enh_kd.lock
+    exec 9<>exp/.enh_kd.lock
     python -m dispatch.runlock acquire exp/.enh_kd.lock --fd 9 --pid $$ --command "./run.sh ..."
 
 The lock belongs to the open file (not to this short-lived process), so it is held until the shell and
@@ -129,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         os.fstat(args.fd)
     except OSError:
-        parser.error(f"--fd {args.fd} is not open (open the lock file on it first: exec {args.fd}>>{args.lock})")
+        parser.error(f"--fd {args.fd} is not open (open the lock file on it first: exec {args.fd}<>{args.lock})")
     if args.action == "acquire":
         return acquire(args.lock, args.fd, args.pid, args.command)
     return release(args.fd, args.pid)

@@ -11,7 +11,9 @@ Outputs (under --output_dir; the unprocessed input of --noisy_scp goes to <outpu
     summary.json   {"config": ..., "enhanced": {METRIC: {mean, std, count, num_nan}}, "noisy": ...}
     result.txt     the same summary as a table
 Per-utterance scores are appended to partial_scores.jsonl while running, so a killed run resumes
-where it stopped; a rerun whose summary.json matches the arguments does nothing.
+where it stopped; a rerun whose summary.json matches the arguments does nothing. The arguments include the
+lists' text and the size and modification time of every audio file they name: audio rewritten under
+the same names is rescored.
 """
 import argparse
 import hashlib
@@ -27,6 +29,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from dispatch.fingerprint import audio_digest
 from dispatch.scoring import (
     INTRUSIVE_DEFAULT,
     METRICS,
@@ -64,10 +67,13 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def file_fingerprint(path: Optional[str]) -> Optional[Dict[str, str]]:
-    """Absolute path and content hash of an scp file, so that a changed list is rescored."""
+    """Absolute path and content hash of an scp file, and a hash of the size and mtime of every audio
+    file it lists (:func:`dispatch.fingerprint.audio_digest`), so that a changed list, or audio
+    rewritten under the same names, is rescored."""
     if path is None:
         return None
-    return {"path": str(Path(path).resolve()), "sha1": hashlib.sha1(Path(path).read_bytes()).hexdigest()}
+    return {"path": str(Path(path).resolve()), "sha1": hashlib.sha1(Path(path).read_bytes()).hexdigest(),
+            "audio_sha256": audio_digest(path)}
 
 
 class PartialScores:

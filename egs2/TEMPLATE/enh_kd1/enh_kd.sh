@@ -52,6 +52,7 @@ score_metrics=        # Metrics for scoring (empty: the scorer's default list).
 results_md=RESULTS.md # Results table written by the results stage, in the recipe folder.
 results_args=         # Extra options for dispatch.bin.make_results (e.g. --utts id1,id2 --plain_kd kd_l2).
 report_utts=          # Utterance ids always shown on the listening page (comma separated).
+rank_metric=          # Metric choosing the best/median/worst utterances pictured (empty: PESQ_WB if scored, else the first metric scored).
 
 # Packing and upload
 hf_repo_prefix=       # Hugging Face repo prefix (e.g. user/dispatch_mini): stage 12 uploads each model.
@@ -77,7 +78,7 @@ Options (defaults in brackets):
   --teacher_args --student_args --tag_suffix --teacher_tag --student_tag --skip_baseline [${skip_baseline}]
   --use_teacher_cache [${use_teacher_cache}]
   --inference_config --inference_args --inference_model [${inference_model}] --score_metrics
-  --results_args --report_utts --hf_repo_prefix
+  --results_args --report_utts --rank_metric --hf_repo_prefix
 HELP
 )
 
@@ -109,6 +110,15 @@ done
 if [ -z "${teacher_model}" ] && [ -z "${teacher_config}" ]; then
     log "Error: give --teacher_config (to train a teacher) or --teacher_model (to use one)"; exit 2
 fi
+# Every config the training stages (4, 5, 6) will read is checked now, before any stage runs: a typo in
+# the last KD yaml must not wait for stage 6, after the teacher was trained and cached.
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 4 ]; then
+    _check_opts=(--student_config "${student_config}" --fs "${fs}")
+    [ -z "${teacher_model}" ] && _check_opts+=(--teacher_config "${teacher_config}")
+    # shellcheck disable=SC2086
+    ${python} -m dispatch.bin.check_kd_configs "${_check_opts[@]}" ${kd_configs} \
+        || { log "Error: fix the configs above (nothing was run)"; exit 2; }
+fi
 
 data_feats=${dumpdir}/raw
 stats_dir=${expdir}/stats_${fs}
@@ -128,6 +138,71 @@ out_dir() { if [ -d "$1" ]; then echo "$1"; else echo "${given_teacher_dir}"; fi
 models=("teacher=${teacher_exp}")
 [ "${skip_baseline}" = true ] || models+=("baseline=${student_exp}")
 for _conf in ${kd_configs}; do models+=("$(conf_name "${_conf}")=$(kd_exp "${_conf}")"); done
+
+in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+# Every data set the stages of this run read must exist before any work starts: one line naming it.
+check_sets() {
+    local _set _what _need=()
+    if in_range 2 || in_range 3 || in_range 5 || in_range 6 || in_range 10 || { in_range 4 && [ -z "${teacher_model}" ]; }; then
+        _need+=("train_set:${train_set}" "valid_set:${valid_set}")
+    fi
+    if in_range 2 || in_range 7 || in_range 8 || in_range 9; then
+        for _set in ${test_sets}; do _need+=("test_sets:${_set}"); done
+    fi
+    for _what in "${_need[@]}"; do
+        _set=${_what#*:}
+        if in_range 2; then
+            [ -f "data/${_set}/wav.scp" ] || {
+                log "Error: --${_what%%:*} ${_set}: data/${_set}/wav.scp does not exist (stage 1, local/data.sh, writes data/<set>)"; exit 1; }
+        elif [ ! -f "${data_feats}/${_set}/wav.scp" ]; then
+            log "Error: --${_what%%:*} ${_set}: ${data_feats}/${_set}/wav.scp does not exist: format it first (--stage 2)"; exit 1
+        fi
+    done
+}
+in_range 1 || check_sets  # with stage 1, after it
+
+# One run per experiment folder at a time: a second run on the same --expdir is refused, naming the one
+# running. The flock goes with this shell's descriptor 9 (and its children's): a killed run leaves no lock.
+mkdir -p "${expdir}"
+_lock=${expdir}/.enh_kd.lock
+exec 9<>"${_lock}"
+_taken=$(${python} -m dispatch.runlock acquire "${_lock}" --fd 9 --pid $$ --command "${run_args}") || exit 1
+[ -z "${_taken}" ] || log "${_taken}"
+trap '${python} -m dispatch.runlock release "${_lock}" --fd 9 --pid $$ || true' EXIT
+
+# Stage 7 records in <out>/enhanced_<set>/.inputs.json what it was made from (dispatch.fingerprint: model
+# weights and config by content, the test audio by size and time, the options). Stages 7, 8 and 9 compare
+# it with the inputs configured now: nothing made by another model or from other audio is reused or reported.
+model_files() {  # model_files <exp dir, zip or zoo name>: sets _config and _model
+    local _found
+    _found=$(${python} -m dispatch.bin.resolve_teacher "$1" --model_file_name "${inference_model}") || {
+        log "Error: cannot use the model $1 (resolve_teacher says why above)"; exit 1; }
+    read -r _config _model <<< "${_found}"
+}
+enh_inputs() {  # enh_inputs <test set>: the array _fp of the inputs of its enhancement by _config/_model
+    _fp=(--file "model=${_model}" --file "train_config=${_config}" --audio "wav.scp=${data_feats}/$1/wav.scp"
+         --value "fs=${fs}" --value "inference_args=${inference_args}")
+    [ -z "${inference_config}" ] || _fp+=(--file "inference_config=${inference_config}")
+}
+check_enhanced() {  # check_enhanced <stage>: every model's enhanced test sets exist and are current
+    local _entry _name _dir _set _out _why
+    for _entry in "${models[@]}"; do
+        _name=${_entry%%=*}; _dir=${_entry#*=}
+        for _set in ${test_sets}; do
+            _out=$(out_dir "${_dir}")/enhanced_${_set}
+            [ -f "${_out}/spk1.scp" ] || {
+                log "Error: stage $1 needs ${_set} enhanced by ${_name} (${_out}/spk1.scp), which does not exist: run stage 7 first (--stage 7)"; exit 1; }
+        done
+        model_files "${_dir}"
+        for _set in ${test_sets}; do
+            _out=$(out_dir "${_dir}")/enhanced_${_set}
+            enh_inputs "${_set}"
+            if ! _why=$(${python} -m dispatch.fingerprint check "${_out}/.inputs.json" "${_fp[@]}"); then
+                log "Error: stage $1: ${_out} was made from other inputs than configured now (${_why}): rerun stage 7 (--stage 7)"; exit 1
+            fi
+        done
+    done
+}
 
 if [ "${gpu_inference}" = true ]; then _inf_cmd=${cuda_cmd}; _inf_ngpu=1; else _inf_cmd=${decode_cmd}; _inf_ngpu=0; fi
 
@@ -163,6 +238,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "Stage 1: data preparation (local/data.sh ${local_data_opts})"
     # shellcheck disable=SC2086
     local/data.sh ${local_data_opts}
+    check_sets
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
@@ -208,7 +284,6 @@ fi
 
 # Stage 10 runs before stage 6, which reads its output; resuming makes a repeated call cheap.
 # A cached output was computed from the whole utterance; an online teacher sees only the training chunk.
-in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 if [ "${use_teacher_cache}" = true ] && { in_range 6 || in_range 10; }; then
     _cache_base=$(out_dir "${teacher_exp}")
     for dset in ${train_set} ${valid_set}; do
@@ -241,12 +316,17 @@ fi
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     for entry in "${models[@]}"; do
         name=${entry%%=*}; dir=${entry#*=}
-        read -r _config _model < <(${python} -m dispatch.bin.resolve_teacher "${dir}" --model_file_name "${inference_model}")
+        model_files "${dir}"
         for dset in ${test_sets}; do
             _out=$(out_dir "${dir}")/enhanced_${dset}
+            enh_inputs "${dset}"
             if [ -f "${_out}/spk1.scp" ]; then
-                log "Stage 7: ${name} on ${dset}: done already (${_out}/spk1.scp)"; continue
+                if _why=$(${python} -m dispatch.fingerprint check "${_out}/.inputs.json" "${_fp[@]}"); then
+                    log "Stage 7: ${name} on ${dset}: done already (${_out}/spk1.scp)"; continue
+                fi
+                log "Stage 7: ${name} on ${dset}: redoing, the inputs changed: ${_why}"
             fi
+            rm -rf "${_out}"  # old or partial outputs and their scores: nothing from other inputs is kept
             log "Stage 7: enhancing ${dset} with ${name} (${_model}) -> ${_out}"
             _logdir=${_out}/logdir; mkdir -p "${_logdir}"
             _nj=$(min "${inference_nj}" "$(wc -l < "${data_feats}/${dset}/wav.scp")")
@@ -262,12 +342,14 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
                     --train_config "${_config}" --model_file "${_model}" \
                     --output_dir "${_logdir}/output.JOB" ${_opts} ${inference_args}
             for i in $(seq "${_nj}"); do cat "${_logdir}/output.${i}/spk1.scp"; done | sort > "${_out}/spk1.scp.tmp"
+            ${python} -m dispatch.fingerprint write "${_out}/.inputs.json" "${_fp[@]}"
             mv "${_out}/spk1.scp.tmp" "${_out}/spk1.scp"
         done
     done
 fi
 
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    check_enhanced 8
     _metrics=""; [ -n "${score_metrics}" ] && _metrics="--metrics ${score_metrics}"
     # score <test set> <estimates scp> <output dir>
     score() {
@@ -290,6 +372,18 @@ fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     log "Stage 9: results table and pictures -> ${results_md}, ${expdir}/results/images"
+    check_enhanced 9  # every row comes from the models and test audio configured now ...
+    for entry in "noisy=${expdir}/noisy" "${models[@]}"; do  # ... and has its scores
+        _dir=${entry#*=}; [ "${entry%%=*}" = noisy ] || _dir=$(out_dir "${_dir}")
+        for dset in ${test_sets}; do
+            _f=${_dir}/enhanced_${dset}/scoring/summary.json
+            [ -f "${_f}" ] || { log "Error: stage 9 needs the scores of ${entry%%=*} on ${dset} (${_f}): run stage 8 first (--stage 8)"; exit 1; }
+        done
+    done
+    if [ -z "${rank_metric}" ]; then  # PESQ_WB if it was scored, else the first metric scored
+        rank_metric=$(${python} -c 'import json, sys; m = list(json.load(open(sys.argv[1]))["enhanced"]); print("PESQ_WB" if "PESQ_WB" in m else m[0])' \
+            "${expdir}/noisy/enhanced_${test_sets%% *}/scoring/summary.json")
+    fi
     _models=(); for entry in "${models[@]}"; do _models+=("${entry%%=*}=$(out_dir "${entry#*=}")"); done
     _baseline=baseline; [ "${skip_baseline}" = true ] && _baseline=""
     # Tables of run_ablation.sh (seeded grids) become part of RESULTS.md.
@@ -298,13 +392,14 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     ${python} -m dispatch.bin.make_results --output "${results_md}" --test_sets "${test_sets}" \
         --noisy "${expdir}/noisy" --baseline "${_baseline}" --command "${run_args}" \
         --fs "${fs}" --data_dir "${data_feats}" --images_dir "${expdir}/results/images" \
-        --report "${expdir}/report/index.html" "${_include[@]}" ${results_args} "${_models[@]}"
+        --report "${expdir}/report/index.html" --rank_metric "${rank_metric}" "${_include[@]}" ${results_args} "${_models[@]}"
     _set=${test_sets%% *}
     log "Stage 9: listening page -> ${expdir}/report/index.html (test set ${_set})"
     ${python} -m dispatch.bin.make_report --output_dir "${expdir}/report" --results_md "${results_md}" \
         --test_set "${_set}" --data_dir "${data_feats}/${_set}" \
         --noisy_scoring "${expdir}/noisy/enhanced_${_set}/scoring" \
-        --baseline "${_baseline}" --teacher teacher --utts "${report_utts}" "${_models[@]}"
+        --baseline "${_baseline}" --teacher teacher --utts "${report_utts}" --rank_metric "${rank_metric}" \
+        "${_models[@]}"
 fi
 
 if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
