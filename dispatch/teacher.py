@@ -124,14 +124,39 @@ def build_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[
     """
     from espnet2.tasks.enh import EnhancementTask
 
-    with open(config) as f:
-        conf = yaml.safe_load(f)
-    model, _ = EnhancementTask.build_model_from_file(str(config), str(model_file), device)
+    try:
+        with open(config, encoding="utf-8") as f:
+            conf = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise TeacherError(f"the teacher config {config} cannot be read ({type(e).__name__}: {e})") from e
+    if not isinstance(conf, dict):
+        raise TeacherError(f"the teacher config {config} holds no mapping of options")
+    try:
+        model, _ = EnhancementTask.build_model_from_file(str(config), str(model_file), device)
+    except Exception as e:  # torch.load and espnet2 raise many kinds; each is named with its file here
+        raise _load_error(config, model_file, e) from e
     model.eval()
     model.requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
     logging.info(f"Teacher: {model_file} ({n_params / 1e6:.2f}M parameters, frozen)")
     return model, conf
+
+
+def _load_error(config: Path, model_file: Path, error: Exception) -> TeacherError:
+    """Which of the two files made building the teacher fail, as a TeacherError naming it."""
+    try:
+        torch.load(model_file, map_location="cpu", weights_only=False)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        size = Path(model_file).stat().st_size if Path(model_file).is_file() else 0
+        return TeacherError(
+            f"the weights {model_file} cannot be loaded ({type(e).__name__}: {reason}; {size} bytes): "
+            "a truncated or partly copied file, or not a torch checkpoint? Copy it again or retrain the teacher"
+        )
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return TeacherError(
+        f"the teacher {config} cannot be built with the weights {model_file} ({type(error).__name__}: {first})"
+    )
 
 
 def load_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[torch.nn.Module, dict]:

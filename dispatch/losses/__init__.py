@@ -1,6 +1,6 @@
 """KD losses, found by name through :data:`KD_LOSSES` (used by the ``kd_loss`` yaml key)."""
 import inspect
-from typing import Dict, List, Type
+from typing import Dict, List, Optional, Type
 
 import torch
 
@@ -36,6 +36,58 @@ def kd_loss_options(name: str) -> List[str]:
     return options
 
 
+def _kd_loss_params(name: str) -> Dict[str, inspect.Parameter]:
+    params: Dict[str, inspect.Parameter] = {}
+    for cls in _kd_loss_class(name).__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        found = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        for p in found:
+            params.setdefault(p.name, p)
+        if not any(p.kind is p.VAR_KEYWORD for p in found):
+            break
+    return params
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _type_problem(option: str, value, param: inspect.Parameter) -> Optional[str]:
+    """What is wrong with the type of ``value`` for ``param`` (from its default and annotation), or None.
+
+    A yaml value of the wrong type (``topk: "0.5"``, ``n_fft: 512.0``, ``topk: true``) is refused here
+    rather than coerced or left to fail (or, worse, pass) deep inside the loss.
+    """
+    default = param.default
+    annotation = str(param.annotation).replace("typing.", "")
+    if value is None:
+        return None if default is None or "Optional" in annotation or "None" in annotation else (
+            f"{option}=None: a value is required")
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{option}={value!r}: expected true or false"
+    if annotation in ("int", "Optional[int]"):
+        return None if _is_int(value) else f"{option}={value!r}: expected an integer"
+    if _is_number(default) or annotation in ("float", "Optional[float]"):
+        return None if _is_number(value) else f"{option}={value!r}: expected a number"
+    if "Sequence[Sequence[int]]" in annotation:
+        ok = isinstance(value, (list, tuple)) and all(
+            isinstance(v, (list, tuple)) and all(_is_int(x) for x in v) for v in value)
+        return None if ok else f"{option}={value!r}: expected a list of [freq_bins, frames] integer pairs"
+    if isinstance(default, tuple) and all(_is_int(x) for x in default):
+        ok = isinstance(value, (list, tuple)) and all(_is_int(x) for x in value)
+        return None if ok else f"{option}={value!r}: expected a list of {len(default)} integers"
+    if annotation == "str":
+        return None if isinstance(value, str) else f"{option}={value!r}: expected a string"
+    if "Dict" in annotation and "Union" not in annotation:
+        return None if isinstance(value, dict) else f"{option}={value!r}: expected a mapping"
+    return None
+
+
 def build_kd_loss(name: str, **conf) -> torch.nn.Module:
     """KD loss by registry name with keyword options.
 
@@ -50,6 +102,11 @@ def build_kd_loss(name: str, **conf) -> torch.nn.Module:
         raise ValueError(
             f"kd_loss={name}: kd_loss_conf has unknown option(s) {unknown}; options of {cls.__name__}: {options}"
         )
+    params = _kd_loss_params(name)
+    for option, value in conf.items():
+        problem = _type_problem(option, value, params[option])
+        if problem:
+            raise ValueError(f"kd_loss={name}: kd_loss_conf: {problem}")
     try:
         return cls(**conf)
     except (TypeError, ValueError) as e:  # TypeError: a value of the wrong type, e.g. n_fft: "512"

@@ -267,8 +267,8 @@ fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     if [ -n "${teacher_model}" ]; then
-        log "Stage 4: using the given teacher ${teacher_model}"
-        ${python} -m dispatch.bin.resolve_teacher "${teacher_model}" >/dev/null
+        log "Stage 4: using the given teacher ${teacher_model} (built and its weights loaded, as a check)"
+        ${python} -m dispatch.bin.resolve_teacher "${teacher_model}" --check --fs "${fs}" >/dev/null
     else
         log "Stage 4: teacher training: ${teacher_config} -> ${teacher_exp}"
         # shellcheck disable=SC2086
