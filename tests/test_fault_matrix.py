@@ -334,7 +334,7 @@ def test_4b_formatting_skips_finished_output_and_redoes_a_killed_run(src, tmp_pa
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(format_data, "to_pcm16", killed)
+    monkeypatch.setattr(format_data, "convert_pairs", killed)
     with pytest.raises(KeyboardInterrupt):
         format_dir(src, dump, capsys, "--min_duration", 0.5)
     monkeypatch.undo()

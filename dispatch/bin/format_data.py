@@ -20,11 +20,19 @@ from typing import List, Optional, Tuple
 
 from dispatch.data.atomic import write_text_atomic
 from dispatch.data.audio import probe
-from dispatch.data.corpus import CorpusError, to_pcm16
-from dispatch.data.datadir import DataDirError, read_scp, validate_data_dir, write_data_dir, write_scp
-from dispatch.fingerprint import audio_digest
+from dispatch.data.datadir import DataDirError, read_scp, read_segments, validate_data_dir, write_data_dir, write_scp
+from dispatch.data.formatting import PairJob, convert_pairs, over_full_scale, prepare_copies, summarize
+from dispatch.fingerprint import audio_digest, file_digest
 
 STAMP = ".format_done.json"
+
+
+def str2bool(value: str) -> bool:
+    if value.lower() in ("true", "yes", "1"):
+        return True
+    if value.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def read_stamp(stamp: Path) -> Optional[dict]:
@@ -51,8 +59,13 @@ def drop_stale_copies(jobs: List[Tuple[str, Path]], fs: int) -> None:
         logging.info(f"{stale} converted file(s) older than their source or at another rate: converting again")
 
 
-def format_data_dir(src: Path, dst: Path, fs: int, nj: int = 1, min_duration: float = 0.0) -> int:
+def format_data_dir(src: Path, dst: Path, fs: int, nj: int = 1, min_duration: float = 0.0,
+                    downmix: bool = False, rescale: bool = False) -> int:
     """Write the formatted copy of ``src`` into ``dst``; returns the number of utterances kept.
+
+    Multi-channel audio is refused unless ``downmix`` (channels averaged); samples above full scale are
+    refused unless ``rescale`` (each such noisy/clean pair scaled by one factor); a ``segments`` file cuts
+    the recordings of wav.scp and spk1.scp into utterances (dispatch.data.formatting).
 
     Raises:
         DataDirError: naming the file and utterance, for broken lists or audio, before anything is written.
@@ -62,27 +75,44 @@ def format_data_dir(src: Path, dst: Path, fs: int, nj: int = 1, min_duration: fl
                "mtimes": {n: (src / n).stat().st_mtime for n in ("wav.scp", "spk1.scp", "utt2spk")},
                # size and mtime of every source audio file: audio rebuilt under the same ids is redone
                "audio": {n: audio_digest(src / n) for n in ("wav.scp", "spk1.scp")}}
+    segments_file = src / "segments"
+    has_segments = segments_file.exists()
+    options["convert"] = convert = {  # what the converted copies depend on, besides their source
+        "fs": fs, "downmix": downmix, "rescale": rescale, "segments": file_digest(segments_file) if has_segments else None}
     stamp = dst / STAMP
     if read_stamp(stamp) == options:
         logging.info(f"{dst}: formatted already")
         return len(read_scp(dst / "wav.scp"))
-    validate_data_dir(src)  # every file is readable audio and noisy/clean lengths agree, before any work
+    validate_data_dir(src, mono=not downmix)  # readable audio, one channel, equal noisy/clean lengths
     previous = read_stamp(stamp)
-    if previous is not None and any(previous.get(k) != options[k] for k in ("src", "fs", "audio")):
+    if previous is not None and previous.get("fs") != fs:
+        logging.info(f"{dst} was formatted at {previous.get('fs')} Hz; this run formats at {fs} Hz: "
+                     "converting anew")
+        shutil.rmtree(dst / "data", ignore_errors=True)
+    elif previous is not None and any(previous.get(k) != options[k] for k in ("src", "fs", "audio")):
         logging.info(f"{dst}: the source audio or the rate changed since it was formatted: converting anew")
         shutil.rmtree(dst / "data", ignore_errors=True)  # no copy of the old audio may be kept
     stamp.unlink(missing_ok=True)  # a stale stamp (other options) must not vouch for a killed run's lists
 
     wav, spk1, utt2spk = (read_scp(src / n) for n in ("wav.scp", "spk1.scp", "utt2spk"))
-    keys = sorted(wav)
-    jobs = [(wav[k], dst / "data" / "noisy" / f"{k}.wav") for k in keys]
-    jobs += [(spk1[k], dst / "data" / "clean" / f"{k}.wav") for k in keys]
-    drop_stale_copies(jobs, fs)
+    # With segments, wav.scp and spk1.scp list recordings, cut by the same segments (as ESPnet's enh.sh).
+    segments = read_segments(segments_file) if has_segments else None
+    keys = sorted(segments if segments is not None else wav)
+    recording = {k: segments[k][0] for k in keys} if segments is not None else {k: k for k in keys}
+    jobs = [PairJob(k, wav[recording[k]], spk1[recording[k]], dst / "data" / "noisy" / f"{k}.wav",
+                    dst / "data" / "clean" / f"{k}.wav", fs, segments[k] if segments is not None else None,
+                    downmix, rescale) for k in keys]
+    prepare_copies(dst / "data", convert)  # copies made with other options are removed
+    drop_stale_copies([(j.noisy, j.noisy_dst) for j in jobs] + [(j.clean, j.clean_dst) for j in jobs], fs)
     try:
-        paths = to_pcm16(jobs, fs, nj)
-    except CorpusError as e:
+        results = convert_pairs(jobs, nj)
+    except ValueError as e:
         raise DataDirError(f"{src}: {e}") from e
-    noisy, clean = dict(zip(keys, map(str, paths[: len(keys)]))), dict(zip(keys, map(str, paths[len(keys):])))
+    refused = over_full_scale(results)
+    if refused:
+        raise DataDirError(f"{src}: {refused}")
+    summarize(src, results)
+    noisy, clean = {r.utt: r.noisy for r in results}, {r.utt: r.clean for r in results}
     samples = {k: probe(noisy[k]).frames for k in keys}
     kept = [k for k in keys if samples[k] >= min_duration * fs]
     if len(kept) < len(keys):
@@ -103,6 +133,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fs", type=int, required=True, help="sampling rate in Hz")
     parser.add_argument("--nj", type=int, default=1, help="parallel processes for conversion")
     parser.add_argument("--min_duration", type=float, default=0.0, help="drop shorter utterances (seconds)")
+    parser.add_argument("--downmix", type=str2bool, default=False,
+                        help="average the channels of multi-channel audio (default: refuse it)")
+    parser.add_argument("--rescale", type=str2bool, default=False,
+                        help="scale each noisy/clean pair above full scale by one factor (default: refuse it)")
     return parser
 
 
@@ -110,7 +144,7 @@ def main(cmd: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     args = get_parser().parse_args(cmd)
     try:
-        n = format_data_dir(args.src, args.dst, args.fs, args.nj, args.min_duration)
+        n = format_data_dir(args.src, args.dst, args.fs, args.nj, args.min_duration, args.downmix, args.rescale)
     except DataDirError as e:
         print(f"format_data: {e}", file=sys.stderr)
         return 1

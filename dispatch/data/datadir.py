@@ -9,6 +9,11 @@ which is Python's ``str`` order)::
     spk2utt     speaker_id utt_id1 utt_id2 ...
 
 and optionally more audio lists with the same keys (``noise1.scp``, ``dereverb1.scp``, ``spk2.scp``).
+
+With a Kaldi ``segments`` file (``utt_id recording_id start_s end_s``, end -1: to the end), the audio
+lists are keyed by recording and every list is cut by the same segments (as ESPnet's enh.sh does for
+wav.scp and spk1.scp); ``utt2spk`` is keyed by utterance. Entries may also be archive entries
+(``a.ark:1234``) or piped commands (``cmd |``): see :func:`dispatch.data.audio.entry_kind`.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from dispatch.data.atomic import PathLike, write_text_atomic
-from dispatch.data.audio import probe
+from dispatch.data.audio import AudioInfo, probe_entry
 
 REQUIRED_AUDIO_SCPS = ("wav.scp", "spk1.scp")
 _OPTIONAL_AUDIO_SCP = re.compile(r"^(spk|noise|dereverb)\d+\.scp$")
@@ -35,12 +40,54 @@ def read_pairs(path: PathLike) -> List[Tuple[str, str]]:
         DataDirError: naming the file and line for a blank line or a key without value.
     """
     pairs = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataDirError(
+                f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}): Kaldi "
+                "lists are read as UTF-8; re-encode the list (e.g. iconv -f latin1 -t utf-8) and the file names"
+            ) from None
         fields = line.strip().split(maxsplit=1)
         if len(fields) != 2:
             raise DataDirError(f"{path}:{lineno}: expected '<key> <value>', got {line!r}")
         pairs.append((fields[0], fields[1]))
     return pairs
+
+
+MAX_SEGMENT_OVERSHOOT = 0.5  # seconds a segment may end after its recording (cut there), as Kaldi's extract-segments
+
+
+def read_segments(path: PathLike) -> Dict[str, Tuple[str, float, float]]:
+    """Read a Kaldi ``segments`` file: utterance -> (recording, start s, end s); end -1 means to the end.
+
+    Raises:
+        DataDirError: naming the file and line for a malformed line, a repeated utterance or an empty span.
+    """
+    segments: Dict[str, Tuple[str, float, float]] = {}
+    for lineno, (utt, rest) in enumerate(read_pairs(path), 1):
+        fields = rest.split()
+        try:
+            if len(fields) != 3:
+                raise ValueError
+            recording, start, end = fields[0], float(fields[1]), float(fields[2])
+        except ValueError:
+            raise DataDirError(
+                f"{path}:{lineno}: expected '<utterance> <recording> <start s> <end s>', got '{utt} {rest}'"
+            ) from None
+        if utt in segments:
+            raise DataDirError(f"{path}: utterance '{utt}' appears more than once")
+        if start < 0 or (end != -1 and end <= start):
+            raise DataDirError(f"{path}:{lineno}: utterance '{utt}': segment {start}..{end} s is empty or negative")
+        segments[utt] = (recording, start, end)
+    return segments
+
+
+def segment_frames(segment: Tuple[str, float, float], rate: int, frames: int) -> Tuple[int, int]:
+    """Sample range [start, stop) of a segment in a recording of ``frames`` samples at ``rate`` Hz."""
+    _, start, end = segment
+    stop = frames if end == -1 else min(frames, int(round(end * rate)))
+    return int(round(start * rate)), stop
 
 
 def read_scp(path: PathLike) -> Dict[str, str]:
@@ -132,13 +179,14 @@ def _read_sorted(data_dir: Path, name: str) -> List[Tuple[str, str]]:
     return pairs
 
 
-def _check_same_keys(data_dir: Path, name: str, keys: Sequence[str], ref: Sequence[str]) -> None:
+def _check_same_keys(data_dir: Path, name: str, keys: Sequence[str], ref: Sequence[str],
+                     ref_name: str = "wav.scp", what: str = "utterance") -> None:
     if list(keys) == list(ref):
         return
     only_here, only_ref = sorted(set(keys) - set(ref)), sorted(set(ref) - set(keys))
     if only_here:
-        raise DataDirError(f"{data_dir}: {name}: utterance '{only_here[0]}' is not in wav.scp")
-    raise DataDirError(f"{data_dir}: {name}: utterance '{only_ref[0]}' of wav.scp is missing")
+        raise DataDirError(f"{data_dir}: {name}: {what} '{only_here[0]}' is not in {ref_name}")
+    raise DataDirError(f"{data_dir}: {name}: {what} '{only_ref[0]}' of {ref_name} is missing")
 
 
 def _check_spk2utt(data_dir: Path, utt2spk: Sequence[Tuple[str, str]]) -> None:
@@ -157,39 +205,62 @@ def _check_spk2utt(data_dir: Path, utt2spk: Sequence[Tuple[str, str]]) -> None:
 
 
 def _audio_problems(
-    scps: Mapping[str, Mapping[str, str]], fs: Optional[int]
-) -> List[str]:
-    """Check every audio file of every list; return one message per problem."""
+    scps: Mapping[str, Mapping[str, str]], fs: Optional[int], mono: bool = True, what: str = "utterance",
+) -> Tuple[List[str], Dict[str, AudioInfo]]:
+    """Check every audio entry of every list; return one message per problem, and wav.scp's headers."""
     problems = []
     lengths: Dict[str, Tuple[str, int]] = {}  # utterance -> (first list, frames)
+    infos: Dict[str, AudioInfo] = {}
     for name, entries in scps.items():
         for utt, value in entries.items():
-            where = f"{name}: utterance '{utt}'"
-            if value.endswith("|"):
-                problems.append(f"{where}: a piped command, not a file; cannot check it")
-                continue
+            where = f"{name}: {what} '{utt}'"
             try:
-                info = probe(value)
+                info = probe_entry(value)
             except ValueError as e:
                 problems.append(f"{where}: {e}")
                 continue
+            if name == "wav.scp":
+                infos[utt] = info
             if fs is not None and info.samplerate != fs:
                 problems.append(f"{where}: {value}: sampled at {info.samplerate} Hz, expected {fs} Hz")
+            if mono and info.channels != 1:
+                problems.append(
+                    f"{where}: {value}: {info.channels} channels; the recipes train single-channel models: "
+                    "give format_data --downmix true (enh_kd.sh --format_args \"--downmix true\") to average "
+                    "the channels, or pick one channel when preparing the data"
+                )
             first = lengths.setdefault(utt, (name, info.frames))
             if first[1] != info.frames:
                 problems.append(
                     f"{where}: {value}: {info.frames} samples, but {first[0]} has {first[1]}"
                 )
+    return problems, infos
+
+
+def _segment_problems(segments: Mapping[str, Tuple[str, float, float]], infos: Mapping[str, AudioInfo]) -> List[str]:
+    problems = []
+    for utt, (recording, start, end) in segments.items():
+        info = infos.get(recording)
+        if info is None:
+            continue  # its recording's own problem is listed
+        duration = info.frames / info.samplerate
+        if start >= duration or (end != -1 and end > duration + MAX_SEGMENT_OVERSHOOT):
+            problems.append(
+                f"segments: utterance '{utt}': {start}..{end} s lies outside recording '{recording}' "
+                f"({duration:.3f} s)"
+            )
     return problems
 
 
-def validate_data_dir(path: PathLike, fs: Optional[int] = None, check_audio: bool = True) -> int:
+def validate_data_dir(path: PathLike, fs: Optional[int] = None, check_audio: bool = True, mono: bool = True) -> int:
     """Check a data dir in the spirit of Kaldi's ``utils/validate_data_dir.sh``.
 
     Checks that ``wav.scp``, ``spk1.scp``, ``utt2spk`` (and any ``noise1.scp`` etc.) are sorted with
     unique, identical keys; that ``spk2utt`` is the inverse of ``utt2spk``; and, with ``check_audio``,
     that every listed file is complete, readable audio, at ``fs`` Hz when given, and that all lists of
-    an utterance have the same number of samples.
+    an utterance have the same number of samples; with ``mono``, that it has one channel. With a
+    ``segments`` file, the audio lists are keyed by recording, ``utt2spk`` by segment, and every segment
+    must lie inside its recording.
 
     Returns:
         The number of utterances.
@@ -206,13 +277,28 @@ def validate_data_dir(path: PathLike, fs: Optional[int] = None, check_audio: boo
     scps = {name: _read_sorted(data_dir, name) for name in audio_names}
     keys = [key for key, _ in scps["wav.scp"]]
     utt2spk = _read_sorted(data_dir, "utt2spk")
-    for name, pairs in [*scps.items(), ("utt2spk", utt2spk)]:
-        _check_same_keys(data_dir, name, [key for key, _ in pairs], keys)
+    segments = None
+    if (data_dir / "segments").exists():  # wav.scp etc. list recordings, segments cuts them into utterances
+        _read_sorted(data_dir, "segments")
+        segments = read_segments(data_dir / "segments")
+        recordings = set(keys)
+        for utt, (recording, _, _) in segments.items():
+            if recording not in recordings:
+                raise DataDirError(f"{data_dir}: segments: utterance '{utt}': recording '{recording}' is not in wav.scp")
+    what = "recording" if segments is not None else "utterance"
+    for name, pairs in scps.items():
+        _check_same_keys(data_dir, name, [key for key, _ in pairs], keys, what=what)
+    if segments is not None:
+        _check_same_keys(data_dir, "utt2spk", [key for key, _ in utt2spk], list(segments), ref_name="segments")
+    else:
+        _check_same_keys(data_dir, "utt2spk", [key for key, _ in utt2spk], keys)
     _check_spk2utt(data_dir, utt2spk)
     if check_audio:
-        problems = _audio_problems({name: dict(pairs) for name, pairs in scps.items()}, fs)
+        problems, infos = _audio_problems({name: dict(pairs) for name, pairs in scps.items()}, fs, mono, what)
+        if segments is not None:
+            problems += _segment_problems(segments, infos)
         if problems:
             listed = "\n  ".join(problems[:_MAX_LISTED])
             more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
             raise DataDirError(f"{data_dir}: {len(problems)} audio problem(s):\n  {listed}{more}")
-    return len(keys)
+    return len(keys) if segments is None else len(segments)
