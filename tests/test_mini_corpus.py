@@ -1,4 +1,4 @@
-"""Noise generators, SNR mixing and the flite mini corpus (dispatch.data.noise, dispatch.data.mini_corpus)."""
+"""Noise generators, SNR mixing and the flite/espeak-ng mini corpus (dispatch.data.noise, dispatch.data.mini_corpus)."""
 
 import json
 import logging
@@ -15,7 +15,8 @@ from dispatch.data.datadir import read_scp, validate_data_dir
 
 FS = 16000
 needs_flite = pytest.mark.skipif(
-    shutil.which("flite") is None, reason="flite not installed (tools/install.sh)"
+    shutil.which("flite") is None or shutil.which("espeak-ng") is None,
+    reason="flite or espeak-ng not installed (tools/install.sh)",
 )
 
 GENERATORS = {
@@ -26,6 +27,10 @@ GENERATORS = {
     "hum": lambda rng: noise.hum(FS, rng, FS),
     "clicks": lambda rng: noise.clicks(FS, rng, FS),
     "modulated": lambda rng: noise.amplitude_modulate(noise.white(FS, rng), rng, FS),
+    "music": lambda rng: noise.music(FS, rng, FS),
+    "tones": lambda rng: noise.tones(FS, rng, FS),
+    "speech_shaped": lambda rng: noise.speech_shaped(FS, rng, FS),
+    "tilt": lambda rng: noise.tilt(noise.white(FS, rng), 2.0, FS),
 }
 
 
@@ -62,6 +67,31 @@ def test_generators_seeded_unit_rms(name):
     assert noise.rms(a) == pytest.approx(1.0)
 
 
+def test_tilt_makes_white_noise_brown():
+    x = noise.tilt(noise.white(10 * FS, np.random.default_rng(1)), 2.0, FS)
+    assert slope_db_per_octave(x) == pytest.approx(-6.02, abs=0.5)
+
+
+def test_music_is_harmonic_and_changes_notes():
+    x = noise.music(4 * FS, np.random.default_rng(8), FS, voices=(1, 1))
+    # Tonal: a few spectral lines hold most of the power of each 100 ms frame, far more than in noise.
+    frames = np.abs(np.fft.rfft(x[: 40 * (FS // 10)].reshape(40, -1), axis=1)) ** 2
+    top = np.sort(frames, axis=1)[:, -20:].sum(axis=1) / frames.sum(axis=1)
+    assert np.median(top) > 0.8
+    peaks = set(np.argmax(frames, axis=1))
+    assert len(peaks) > 3  # the melody moves
+
+
+@pytest.mark.parametrize("make", [noise.speech_shaped, noise.tones])
+def test_speech_shaped_and_tones_are_nonstationary(make):
+    levels = []
+    for seed in range(4):
+        x = make(4 * FS, np.random.default_rng(seed), FS)
+        frame_db = 10 * np.log10(np.mean(x.reshape(-1, FS // 20) ** 2, axis=1) + 1e-12)
+        levels.append(frame_db.max() - frame_db.min())
+    assert max(levels) > 10.0
+
+
 def test_modulated_noise_is_nonstationary():
     x = noise.amplitude_modulate(noise.white(4 * FS, np.random.default_rng(3)), np.random.default_rng(4), FS)
     frame_db = 10 * np.log10(np.mean(x.reshape(-1, FS // 10) ** 2, axis=1))
@@ -94,6 +124,11 @@ def tiny_args(tmp: Path, *extra: str) -> list:
             "--num-valid", "3", "--num-test", "4", "--nj", "2", *extra]  # fmt: skip
 
 
+def plan_of(tmp: Path, *args: str) -> list:
+    return mini_corpus.plan_corpus(mini_corpus.config_from_args(mini_corpus.get_parser().parse_args(
+        ["--data-dir", str(tmp / "data"), "--audio-dir", str(tmp / "a"), *args])))  # fmt: skip
+
+
 def test_plan_keeps_test_sentences_out_and_babble_from_other_sentences(tmp_path):
     config = mini_corpus.config_from_args(mini_corpus.get_parser().parse_args(tiny_args(tmp_path)))
     plan = mini_corpus.plan_corpus(config)
@@ -106,16 +141,97 @@ def test_plan_keeps_test_sentences_out_and_babble_from_other_sentences(tmp_path)
         assert all(by_uid[b].subset == utt.subset and by_uid[b].sentence != utt.sentence for b in utt.babble)
 
 
+@pytest.fixture(scope="module")
+def default_plan(tmp_path_factory) -> list:
+    return plan_of(tmp_path_factory.mktemp("plan"))
+
+
+def test_default_plan_holds_out_speakers_and_sentences(default_plan):
+    sizes = {s: sum(u.subset == s for u in default_plan) for s in mini_corpus.SUBSETS}
+    assert sizes == mini_corpus.SIZES["default"]
+    speakers = {s: {u.speaker for u in default_plan if u.subset == s} for s in mini_corpus.SUBSETS}
+    sentences = {s: {u.sentence for u in default_plan if u.subset == s} for s in mini_corpus.SUBSETS}
+    assert not speakers["test"] & (speakers["train"] | speakers["valid"])
+    assert not sentences["test"] & (sentences["train"] | sentences["valid"])
+    assert speakers["valid"] <= speakers["train"]  # valid: training speakers, as VoiceBank recipes do
+    # Both engines in every set; test's espeak-ng variants (voice timbres) never heard in training.
+    for subset in mini_corpus.SUBSETS:
+        assert {u.engine for u in default_plan if u.subset == subset} == {"flite", "espeak"}
+    variants = {s: {u.voice.split("+")[1] for u in default_plan if u.subset == s and u.engine == "espeak"}
+                for s in ("train", "test")}  # fmt: skip
+    assert variants["test"] and not variants["test"] & variants["train"]
+    flite_test = {u.speaker for u in default_plan if u.subset == "test" and u.engine == "flite"}
+    assert len(flite_test) == 1 and flite_test <= set(mini_corpus.DEFAULT_FLITE_VOICES)
+    # Many speakers and sentences: far more than the built-in list of sentences.
+    assert len(speakers["train"]) > 100 and len(sentences["train"]) > len(mini_corpus.SENTENCES)
+    assert all(uid.startswith(u.speaker + "-") for u in default_plan for uid in [u.uid])
+
+
+def test_default_plan_uses_voicebank_snr_sets_evenly(default_plan):
+    for subset, snrs in (("train", {0, 5, 10, 15}), ("valid", {0, 5, 10, 15}), ("test", {2.5, 7.5, 12.5, 17.5})):
+        drawn = [u.snr_db for u in default_plan if u.subset == subset]
+        values, counts = np.unique(drawn, return_counts=True)
+        assert set(values) == snrs and counts.max() - counts.min() <= 1
+    kinds = {kind for u in default_plan for kind in u.noises}
+    assert kinds == set(mini_corpus.NOISES)
+    assert all(1.0 <= u.noise_tilt <= 3.0 and 0.1 <= u.level <= 0.9 for u in default_plan)
+    rates = [u.stretch for u in default_plan]
+    pitches = {u.pitch for u in default_plan if u.engine == "espeak"}
+    assert min(rates) < 0.85 and max(rates) > 1.25 and len(pitches) > 30
+
+
+def test_plan_depends_on_seed_not_on_size_of_held_out_pools(tmp_path, default_plan):
+    held = {u.speaker for u in default_plan if u.subset == "test"}
+    small = plan_of(tmp_path, "--size", "small")
+    assert {u.speaker for u in small if u.subset == "test"} <= held  # same held-out speakers, any size
+    other = plan_of(tmp_path, "--seed", "1")
+    assert {u.speaker for u in other if u.subset == "test"} != held
+
+
+def test_sentence_pool_is_fixed_and_distinct():
+    pool = mini_corpus.sentence_pool(2000)
+    assert pool == mini_corpus.sentence_pool(2000) and len(set(pool)) == 2000
+    assert pool[: len(mini_corpus.SENTENCES)] == list(mini_corpus.SENTENCES)
+    assert all(s[0].isupper() and s[-1] in ".?" and 5 <= len(s.split()) <= 14 for s in pool)
+
+
+def test_espeak_command_carries_rate_pitch_and_gap(default_plan):
+    utt = next(u for u in default_plan if u.engine == "espeak")
+    cmd = mini_corpus.synthesis_command(utt, "espeak-ng", Path("x.wav"))
+    assert cmd[cmd.index("-v") + 1] == utt.voice and cmd[cmd.index("-p") + 1] == str(utt.pitch)
+    assert cmd[cmd.index("-s") + 1] == str(round(mini_corpus.ESPEAK_WPM / utt.stretch))
+    assert cmd[-1] == utt.sentence and cmd[-2] == "--"
+
+
 def test_bad_options_name_the_option(tmp_path):
-    with pytest.raises(SystemExit, match="--snr-range: expected low <= high"):
-        mini_corpus.main(tiny_args(tmp_path, "--snr-range", "5", "-5"))
+    with pytest.raises(SystemExit, match="--level-range: expected 0 < low <= high < 1"):
+        mini_corpus.main(tiny_args(tmp_path, "--level-range", "0.9", "0.1"))
     with pytest.raises(SystemExit, match="--noises: unknown noise 'rain'"):
         mini_corpus.main(tiny_args(tmp_path, "--noises", "babble:2,rain:1"))
+    with pytest.raises(SystemExit, match="--test-snrs: expected comma-separated float values"):
+        mini_corpus.main(tiny_args(tmp_path, "--test-snrs", "2.5,high"))
+    with pytest.raises(SystemExit, match="--flite-share: expected 1 without espeak-ng voices"):
+        mini_corpus.main(tiny_args(tmp_path, "--espeak-variants", ""))
+    with pytest.raises(SystemExit, match="--heldout-speakers: expected at least 2 flite speakers"):
+        mini_corpus.main(tiny_args(tmp_path, "--flite-voices", "slt"))
 
 
 def test_missing_flite_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SystemExit, match="'flite' binary was not found.*tools/install.sh"):
+        mini_corpus.main(tiny_args(tmp_path))
+
+
+@needs_flite
+def test_missing_espeak_or_voice_says_what(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match=r"--espeak-variants: espeak-ng .* has no \['m99'\]"):
+        mini_corpus.main(tiny_args(tmp_path, "--espeak-variants", "m1,m99"))
+    with pytest.raises(SystemExit, match="--flite-voices: flite .* has no voice \\['bob'\\]"):
+        mini_corpus.main(tiny_args(tmp_path, "--flite-voices", "slt,bob"))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/flite").symlink_to(shutil.which("flite"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with pytest.raises(SystemExit, match="'espeak-ng' binary was not found.*--flite-share 1"):
         mini_corpus.main(tiny_args(tmp_path))
 
 
@@ -128,7 +244,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @needs_flite
 def test_corpus_data_dirs_are_valid(corpus):
-    sentences = {}
+    sentences, speakers = {}, {}
     for subset, count in (("train", 8), ("valid", 3), ("test", 4)):
         data_dir = corpus / "data" / subset
         assert validate_data_dir(data_dir, fs=FS) == count
@@ -138,9 +254,23 @@ def test_corpus_data_dirs_are_valid(corpus):
             noisy, clean = sf.info(noisy_path), sf.info(lists[1][utt])
             assert Path(noisy_path).is_absolute() and utt.startswith(lists[2][utt] + "-")
             assert (noisy.samplerate, noisy.subtype, noisy.frames) == (FS, "PCM_16", clean.frames)
-            assert 1.5 * FS <= noisy.frames <= 3.0 * FS
+            assert 1.5 * FS <= noisy.frames <= 4.0 * FS
         sentences[subset] = set(lists[3].values())
+        speakers[subset] = set(lists[2].values())
     assert not sentences["test"] & (sentences["train"] | sentences["valid"])
+    assert not speakers["test"] & (speakers["train"] | speakers["valid"])
+
+
+@needs_flite
+def test_written_mixtures_hit_the_planned_snr_and_level(corpus):
+    config = mini_corpus.config_from_args(mini_corpus.get_parser().parse_args(tiny_args(corpus)))
+    for utt in mini_corpus.plan_corpus(config):
+        clean = sf.read(corpus / "data/local/mini" / utt.subset / "clean" / f"{utt.uid}.wav")[0]
+        noisy = sf.read(corpus / "data/local/mini" / utt.subset / "noisy" / f"{utt.uid}.wav")[0]
+        snr = 10 * np.log10(np.sum(clean**2) / np.sum((noisy - clean) ** 2))
+        assert snr == pytest.approx(utt.snr_db, abs=0.05)
+        assert max(np.abs(clean).max(), np.abs(noisy).max()) == pytest.approx(utt.level, abs=1e-3)
+        assert utt.snr_db in ((2.5, 7.5, 12.5, 17.5) if utt.subset == "test" else (0, 5, 10, 15))
 
 
 @needs_flite

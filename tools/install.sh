@@ -22,7 +22,7 @@ log() { echo "[tools/install.sh $(date '+%H:%M:%S')] $*"; }
 
 if [ -z "${SKIP_APT:-}" ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
-    for pkg in flite sox chromium chromium-driver; do
+    for pkg in flite espeak-ng sox chromium chromium-driver; do
         dpkg -s "${pkg}" >/dev/null 2>&1 || missing+=("${pkg}")
     done
     if [ ${#missing[@]} -gt 0 ]; then

@@ -1,10 +1,17 @@
-"""Mini enhancement corpus: flite speech mixed with generated noise, as Kaldi-style data dirs.
+"""Mini enhancement corpus: flite and espeak-ng speech mixed with generated noise, as Kaldi-style data dirs.
 
-Built on the machine in well under a minute, for the egs2/mini_flite recipe and for tests. Sentences
-(built in, below) are split once: a held-out share is used only by the test set. Each utterance is one
-sentence spoken by one flite voice at a random speaking rate, trimmed of silence and fitted to the
-duration range, then mixed with one or more generated noises (:mod:`dispatch.data.noise`) at a random
-SNR. Everything is drawn from ``--seed``; results do not depend on ``--nj``.
+A CPU miniature of VoiceBank+DEMAND's regime, built on the machine in minutes, for the egs2/mini_flite
+recipe and for tests. Speakers are flite voices and espeak-ng (accent, voice variant) pairs, each
+espeak-ng speaker with its own base pitch; every utterance draws its speaking rate (and, for
+espeak-ng, a pitch offset and word gap). Held out for the test set only: a share of the speakers (one
+flite voice and whole espeak-ng variants) and a share of the sentences (the built-in ones plus
+sentences generated from templates, deterministically). Valid uses training speakers and sentences,
+as VoiceBank+DEMAND recipes do. Each utterance is trimmed of silence, fitted to the duration range and
+mixed with one or two noises (:mod:`dispatch.data.noise`: babble of other utterances of the same
+subset, music, alarm tones, speech-shaped and amplitude-modulated coloured noise, stationary coloured
+noise, hum, clicks) at an SNR drawn from a set: 0/5/10/15 dB for train and valid, 2.5/7.5/12.5/17.5 dB
+for test, as in VoiceBank+DEMAND. The output level (peak) is drawn per utterance. Everything is drawn
+from ``--seed``; results do not depend on ``--nj``.
 
 Written::
 
@@ -12,19 +19,22 @@ Written::
     <audio_dir>/mini_corpus.json     stamp: the options of the finished build
     <data_dir>/<set>/{wav.scp, spk1.scp, utt2spk, spk2utt, text}          for set in train, valid, test
 
-``wav.scp`` holds the noisy input, ``spk1.scp`` the clean reference; speaker ids are voice names and
-prefix the utterance ids. A rerun with the same options does nothing; other options rebuild everything.
-Audio is written to ``<audio_dir>.tmp`` and renamed when complete, list files atomically, and the stamp
-last, so an interrupted build is redone from scratch.
+``wav.scp`` holds the noisy input, ``spk1.scp`` the clean reference; speaker ids (flite voice names,
+or ``<accent>_<variant>`` for espeak-ng, e.g. ``en_gb_scotland_m3``) prefix the utterance ids. A rerun
+with the same options does nothing; other options rebuild everything. Audio is written to
+``<audio_dir>.tmp`` and renamed when complete, list files atomically, and the stamp last, so an
+interrupted build is redone from scratch.
 
 Usage::
 
     python -m dispatch.data.mini_corpus --data-dir data --audio-dir data/local/mini_flite --nj 2
+    python -m dispatch.data.mini_corpus --size evidence ...   # several thousand training utterances
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import shutil
@@ -46,15 +56,33 @@ from dispatch.data.datadir import write_data_dir, write_scp
 logger = logging.getLogger(__name__)
 
 SUBSETS = ("train", "valid", "test")
-DEFAULT_SIZES = {"train": 400, "valid": 50, "test": 60}
-SMALL_SIZES = {"train": 24, "valid": 6, "test": 8}
-DEFAULT_VOICES = ("slt", "rms", "awb", "kal16", "kal")
-DEFAULT_NOISES = "babble:3,modulated:2,pink:1,white:1,brown:1,hum:1,clicks:1"
-BABBLE_TALKERS = (4, 8)  # enough talkers that none stands out against a target at low SNR
-PEAK_RANGE = (0.3, 0.9)  # output level: peak of the louder of noisy/clean, in full scale
+SIZES = {
+    "small": {"train": 24, "valid": 6, "test": 8},  # CI
+    "default": {"train": 1200, "valid": 100, "test": 200},  # the recipe's default run
+    "evidence": {"train": 6000, "valid": 300, "test": 600},  # the evidence runs (VoiceBank: 11572 / 824)
+}
+# flite's voices that read arbitrary text (awb_time is a limited-domain voice: it only says the time).
+DEFAULT_FLITE_VOICES = ("slt", "rms", "awb", "kal16", "kal")
+# espeak-ng's English accents (Debian espeak-ng-data; the mbrola voices need mbrola, not installed).
+DEFAULT_ESPEAK_ACCENTS = (
+    "en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029", "en-us-nyc",
+)  # fmt: skip
+# espeak-ng voice variants that sound like people (not robots, whispers or effects): 12 F, 17 M, 3 klatt.
+DEFAULT_ESPEAK_VARIANTS = (
+    "f1", "f2", "f3", "f4", "f5", "Alicia", "Andrea", "Annie", "anika", "belinda", "linda", "steph",
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "adam", "Andy", "david", "edward", "john", "max",
+    "Michael", "paul", "robert", "klatt", "klatt2", "klatt3",
+)  # fmt: skip
+DEFAULT_NOISES = (
+    "babble:3,music:2,speech_shaped:2,modulated:2,tones:1,pink:1,white:1,brown:1,hum:1,clicks:1"
+)
+DEFAULT_TRAIN_SNRS = (0.0, 5.0, 10.0, 15.0)  # VoiceBank+DEMAND's training SNRs
+DEFAULT_TEST_SNRS = (2.5, 7.5, 12.5, 17.5)  # and its test SNRs
+BABBLE_TALKERS = (3, 8)  # enough talkers that none stands out as a second target
+ESPEAK_WPM = 170  # espeak-ng words per minute at stretch 1 (a larger stretch is slower, as for flite)
 STAMP = "mini_corpus.json"
 MARKER = ".mini_corpus"  # marks an audio dir this module may delete when it rebuilds
-FORMAT = 1  # bump when the same options would give different audio
+FORMAT = 2  # bump when the same options would give different audio
 
 NoiseMaker = Callable[[int, np.random.Generator, int, Sequence[np.ndarray]], np.ndarray]
 NOISES: Dict[str, NoiseMaker] = {
@@ -64,6 +92,9 @@ NOISES: Dict[str, NoiseMaker] = {
     "babble": lambda n, rng, fs, talkers: noise.babble(talkers, n, rng),
     "hum": lambda n, rng, fs, talkers: noise.hum(n, rng, fs),
     "clicks": lambda n, rng, fs, talkers: noise.clicks(n, rng, fs),
+    "music": lambda n, rng, fs, talkers: noise.music(n, rng, fs),
+    "tones": lambda n, rng, fs, talkers: noise.tones(n, rng, fs),
+    "speech_shaped": lambda n, rng, fs, talkers: noise.speech_shaped(n, rng, fs),
     # Stationary colored noise under a random envelope: bursts and pauses a mask cannot average out.
     "modulated": lambda n, rng, fs, talkers: noise.amplitude_modulate(
         noise.colored(n, rng, float(rng.choice([0.0, 1.0, 2.0])), fs), rng, fs
@@ -80,12 +111,21 @@ class CorpusConfig:
     sizes: Dict[str, int]
     fs: int
     seed: int
-    voices: Tuple[str, ...]
+    flite_voices: Tuple[str, ...]
+    espeak_accents: Tuple[str, ...]
+    espeak_variants: Tuple[str, ...]
+    flite_share: float
+    heldout_speakers: float
     stretch_range: Tuple[float, float]
+    pitch_range: Tuple[float, float]
     duration_range: Tuple[float, float]
-    snr_range: Tuple[float, float]
+    level_range: Tuple[float, float]
+    train_snrs: Tuple[float, ...]
+    test_snrs: Tuple[float, ...]
     noises: Tuple[Tuple[str, float], ...]
     max_noises: int
+    tilt_range: Tuple[float, float]
+    num_sentences: int
     test_fraction: float
 
     def __post_init__(self) -> None:
@@ -97,15 +137,41 @@ class CorpusConfig:
         for subset, size in self.sizes.items():
             check(size >= 1, f"num-{subset}", "at least 1 utterance", size)
         check(8000 <= self.fs <= 48000, "fs", "a rate in 8000..48000 Hz", self.fs)
-        check(len(self.voices) > 0, "voices", "at least one voice", self.voices)
+        has_flite, has_espeak = bool(self.flite_voices), bool(self.espeak_accents and self.espeak_variants)
+        check(has_flite or has_espeak, "flite-voices", "at least one flite or espeak-ng voice", self.flite_voices)
+        check(0.0 <= self.flite_share <= 1.0, "flite-share", "a fraction in [0, 1]", self.flite_share)
+        check(has_flite or self.flite_share == 0.0, "flite-share", "0 without --flite-voices", self.flite_share)
+        check(has_espeak or self.flite_share == 1.0, "flite-share", "1 without espeak-ng voices", self.flite_share)
+        check(0.0 < self.heldout_speakers < 1.0, "heldout-speakers", "a fraction in (0, 1)", self.heldout_speakers)
+        for engine, speakers in self.speakers_by_engine().items():
+            check(len(speakers) >= 2, "heldout-speakers", f"at least 2 {engine} speakers to hold some out",
+                  speakers)  # fmt: skip
         low, high = self.stretch_range
         check(0.3 <= low <= high <= 3.0, "stretch-range", "0.3 <= low <= high <= 3", self.stretch_range)
+        low, high = self.pitch_range
+        check(0 <= low <= high <= 99, "pitch-range", "0 <= low <= high <= 99 (espeak-ng -p)", self.pitch_range)
         low, high = self.duration_range
         check(0.5 <= low <= high, "duration-range", "0.5 <= min <= max seconds", self.duration_range)
-        check(self.snr_range[0] <= self.snr_range[1], "snr-range", "low <= high", self.snr_range)
+        low, high = self.level_range
+        check(0.0 < low <= high < 1.0, "level-range", "0 < low <= high < 1 (peak, full scale)", self.level_range)
+        for name in ("train_snrs", "test_snrs"):
+            values = getattr(self, name)
+            check(len(values) > 0 and all(np.isfinite(values)), name.replace("_", "-"), "finite dB values", values)
         check(len(self.noises) > 0, "noises", "at least one noise", self.noises)
         check(1 <= self.max_noises <= len(self.noises), "max-noises", "1..number of noises", self.max_noises)
+        low, high = self.tilt_range
+        check(0.0 <= low <= high <= 4.0, "tilt-range", "0 <= low <= high <= 4", self.tilt_range)
+        check(self.num_sentences >= 2, "num-sentences", "at least 2 sentences", self.num_sentences)
         check(0.0 < self.test_fraction < 1.0, "test-fraction", "a fraction in (0, 1)", self.test_fraction)
+
+    def speakers_by_engine(self) -> Dict[str, List[str]]:
+        """Speaker ids per engine that speaks a share of the utterances."""
+        out = {}
+        if self.flite_share > 0:
+            out["flite"] = list(self.flite_voices)
+        if self.flite_share < 1:
+            out["espeak"] = [espeak_speaker(a, v) for a in self.espeak_accents for v in self.espeak_variants]
+        return out
 
     def stamp(self) -> dict:
         """JSON-comparable description of the build."""
@@ -119,13 +185,24 @@ class Utterance:
     uid: str
     subset: str
     sentence: str
-    voice: str
-    stretch: float
+    speaker: str  # speaker id: a flite voice, or <accent>_<variant> (espeak-ng)
+    engine: str  # "flite" or "espeak"
+    voice: str  # what the engine is given: a flite voice, or espeak-ng's "<accent>+<variant>"
+    stretch: float  # duration stretch (speaking rate; larger is slower)
+    pitch: int  # espeak-ng base pitch 0..99 (the speaker's plus an offset); unused by flite
+    word_gap: int  # espeak-ng pause between words in 10 ms units; unused by flite
     seed: int
     noises: Tuple[str, ...]
     noise_gains_db: Tuple[float, ...]  # relative level of each noise before the SNR is set
+    noise_tilt: float  # spectral tilt exponent of the summed noise (0: as generated, 2: -6 dB/octave)
     snr_db: float
+    level: float  # peak of the louder of noisy/clean, in full scale
     babble: Tuple[str, ...]  # uids of the same subset whose clean speech forms the babble
+
+
+def espeak_speaker(accent: str, variant: str) -> str:
+    """Speaker id of an espeak-ng (accent, variant) pair: ``en-gb-scotland``, ``m3`` -> en_gb_scotland_m3."""
+    return f"{accent}_{variant}".replace("-", "_")
 
 
 def parse_noises(spec: str) -> Tuple[Tuple[str, float], ...]:
@@ -145,6 +222,14 @@ def parse_noises(spec: str) -> Tuple[Tuple[str, float], ...]:
     return tuple(parsed)
 
 
+def parse_list(spec: str, option: str, kind: type = str) -> tuple:
+    """Comma-separated values of ``option`` (empty items dropped), each converted by ``kind``."""
+    try:
+        return tuple(kind(item.strip()) for item in spec.split(",") if item.strip())
+    except ValueError:
+        raise ValueError(f"--{option}: expected comma-separated {kind.__name__} values, got '{spec}'") from None
+
+
 def find_flite(voices: Sequence[str]) -> str:
     """Path of the flite binary, after checking that it has every voice in ``voices``."""
     flite = shutil.which("flite")
@@ -156,15 +241,81 @@ def find_flite(voices: Sequence[str]) -> str:
     available = listing.split(":", 1)[-1].split()
     missing = [voice for voice in voices if voice not in available]
     if missing:
-        raise ValueError(f"--voices: flite ({flite}) has no voice {missing}; it has {available}")
+        raise ValueError(f"--flite-voices: flite ({flite}) has no voice {missing}; it has {available}")
     return flite
 
 
-def split_sentences(seed: int, test_fraction: float) -> Tuple[List[str], List[str]]:
-    """Split the built-in sentences into (train/valid pool, held-out test pool)."""
-    order = np.random.default_rng([seed, 0]).permutation(len(SENTENCES))
-    num_test = max(1, round(test_fraction * len(SENTENCES)))
-    return [SENTENCES[i] for i in order[num_test:]], [SENTENCES[i] for i in order[:num_test]]
+def find_espeak(accents: Sequence[str], variants: Sequence[str]) -> str:
+    """Path of the espeak-ng binary, after checking that it has every accent and variant."""
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise RuntimeError(
+            "the 'espeak-ng' binary was not found on PATH: run tools/install.sh (Debian package espeak-ng),"
+            " or build without it: --flite-share 1"
+        )
+
+    def column(option: str, index: int) -> List[str]:
+        listing = subprocess.run([espeak, option], capture_output=True, text=True, check=True).stdout
+        return [line.split()[index] for line in listing.splitlines()[1:] if len(line.split()) > index]
+
+    languages = set(column("--voices", 1))
+    variant_files = {name.rsplit("/", 1)[-1] for name in column("--voices=variant", 4)}
+    for option, wanted, have in (("espeak-accents", accents, languages), ("espeak-variants", variants, variant_files)):
+        missing = [name for name in wanted if name not in have]
+        if missing:
+            raise ValueError(f"--{option}: espeak-ng ({espeak}) has no {missing}; it has {sorted(have)}")
+    return espeak
+
+
+def sentence_pool(count: int) -> List[str]:
+    """``count`` distinct sentences: the built-in ones, then template sentences (fixed, seed-independent)."""
+    if count <= len(SENTENCES):
+        return list(SENTENCES[:count])
+    rng = np.random.default_rng(20261201)
+    combos = list(itertools.product(range(len(TEMPLATE_SUBJECTS)), range(len(TEMPLATE_ACTIONS)),
+                                    range(len(TEMPLATE_ENDINGS))))  # fmt: skip
+    extra = count - len(SENTENCES)
+    if extra > len(combos):
+        raise ValueError(f"--num-sentences: at most {len(SENTENCES) + len(combos)} sentences, got {count}")
+    chosen = rng.choice(len(combos), size=extra, replace=False)
+    generated = []
+    for index in chosen:
+        subject, action, ending = combos[int(index)]
+        text = f"{TEMPLATE_SUBJECTS[subject]} {TEMPLATE_ACTIONS[action]} {TEMPLATE_ENDINGS[ending]}."
+        generated.append(text[0].upper() + text[1:])
+    return list(SENTENCES) + generated
+
+
+def split_sentences(seed: int, test_fraction: float, count: int) -> Tuple[List[str], List[str]]:
+    """Split the sentence pool into (train/valid pool, held-out test pool)."""
+    sentences = sentence_pool(count)
+    order = np.random.default_rng([seed, 0]).permutation(len(sentences))
+    num_test = max(1, round(test_fraction * len(sentences)))
+    return [sentences[i] for i in order[num_test:]], [sentences[i] for i in order[:num_test]]
+
+
+def split_speakers(config: CorpusConfig) -> Tuple[Dict[str, List[str]], Dict[str, List[str]]]:
+    """(train/valid speakers, held-out test speakers), each per engine.
+
+    flite: a share of the voices. espeak-ng: a share of the variants, held out in every accent, so that
+    no test voice timbre is heard in training (its accents are).
+    """
+    train: Dict[str, List[str]] = {}
+    test: Dict[str, List[str]] = {}
+    rng = np.random.default_rng([config.seed, 2])
+    for engine in config.speakers_by_engine():
+        names = list(config.flite_voices if engine == "flite" else config.espeak_variants)
+        order = rng.permutation(len(names))
+        num_test = min(len(names) - 1, max(1, round(config.heldout_speakers * len(names))))
+        held = {names[i] for i in order[:num_test]}
+        if engine == "flite":
+            train[engine] = [v for v in names if v not in held]
+            test[engine] = [v for v in names if v in held]
+        else:
+            pairs = [(a, v) for a in config.espeak_accents for v in names]
+            train[engine] = [espeak_speaker(a, v) for a, v in pairs if v not in held]
+            test[engine] = [espeak_speaker(a, v) for a, v in pairs if v in held]
+    return train, test
 
 
 def _spread(items: Sequence, count: int, rng: np.random.Generator) -> list:
@@ -174,38 +325,59 @@ def _spread(items: Sequence, count: int, rng: np.random.Generator) -> list:
 
 
 def plan_corpus(config: CorpusConfig) -> List[Utterance]:
-    """Draw every random choice of the corpus (sentences, voices, rates, noises, SNRs, seeds)."""
-    train_pool, test_pool = split_sentences(config.seed, config.test_fraction)
+    """Draw every random choice of the corpus (sentences, speakers, rates, noises, SNRs, seeds)."""
+    train_pool, test_pool = split_sentences(config.seed, config.test_fraction, config.num_sentences)
+    train_speakers, test_speakers = split_speakers(config)
+    espeak_voice = {espeak_speaker(a, v): f"{a}+{v}" for a in config.espeak_accents for v in config.espeak_variants}
+    # Each espeak-ng speaker keeps one base pitch (its own), drawn from the seed.
+    pitch_rng = np.random.default_rng([config.seed, 3])
+    base_pitch = {spk: float(pitch_rng.uniform(*config.pitch_range)) for spk in espeak_voice}
     names = [name for name, _ in config.noises]
     weights = np.array([weight for _, weight in config.noises])
     plan = []
     for k, subset in enumerate(SUBSETS):
         rng = np.random.default_rng([config.seed, 1, k])
         count = config.sizes[subset]
+        speakers = test_speakers if subset == "test" else train_speakers
+        snrs = config.test_snrs if subset == "test" else config.train_snrs
         sentences = _spread(test_pool if subset == "test" else train_pool, count, rng)
-        voices = _spread(config.voices, count, rng)
-        uids = [f"{voice}-{subset}{i:04d}" for i, voice in enumerate(voices)]
+        snr_of = _spread(snrs, count, rng)  # every SNR about equally often, as in VoiceBank+DEMAND
+        num_flite = int(round(config.flite_share * count)) if "espeak" in speakers else count
+        engines = _spread(["flite"] * num_flite + ["espeak"] * (count - num_flite), count, rng)
+        spk_of = {engine: iter(_spread(pool, count, rng)) for engine, pool in speakers.items()}
+        utt_speakers = [next(spk_of[engine]) for engine in engines]
+        uids = [f"{spk}-{subset}{i:05d}" for i, spk in enumerate(utt_speakers)]
+        sentence_ids = np.unique(sentences, return_inverse=True)[1]
         for i in range(count):
-            others = [uid for uid, sentence in zip(uids, sentences) if sentence != sentences[i]]
-            # Without other sentences in the subset (tiny sets) babble cannot be made: draw without it.
-            allowed = np.array([name != "babble" or bool(others) for name in names])
+            # Babble talkers: other utterances of this subset with other sentences (none on tiny sets).
+            order = rng.permutation(count)
+            others = order[sentence_ids[order] != sentence_ids[i]]
+            allowed = np.array([name != "babble" or len(others) > 0 for name in names])
             num_noises = int(rng.integers(1, min(config.max_noises, allowed.sum()) + 1))
             p = weights * allowed / (weights * allowed).sum()
             kinds = tuple(str(name) for name in rng.choice(names, size=num_noises, replace=False, p=p))
             num_talkers = min(len(others), int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1)))
-            babble = tuple(rng.choice(others, size=num_talkers, replace=False)) if "babble" in kinds else ()
+            babble = tuple(uids[j] for j in others[:num_talkers]) if "babble" in kinds else ()
+            spk, engine = utt_speakers[i], engines[i]
+            pitch = base_pitch[spk] + rng.uniform(-8.0, 8.0) if engine == "espeak" else 0.0
             plan.append(
                 Utterance(
                     uid=uids[i],
                     subset=subset,
                     sentence=sentences[i],
-                    voice=voices[i],
+                    speaker=spk,
+                    engine=engine,
+                    voice=espeak_voice[spk] if engine == "espeak" else spk,
                     stretch=round(float(rng.uniform(*config.stretch_range)), 3),
+                    pitch=int(np.clip(round(pitch), 0, 99)),
+                    word_gap=int(rng.integers(0, 4)) if engine == "espeak" else 0,
                     seed=int(rng.integers(2**31)),
                     noises=kinds,
                     noise_gains_db=(0.0,) + tuple(float(g) for g in rng.uniform(-10.0, 0.0, num_noises - 1)),
-                    snr_db=float(rng.uniform(*config.snr_range)),
-                    babble=tuple(str(uid) for uid in babble),
+                    noise_tilt=round(float(rng.uniform(*config.tilt_range)), 3),
+                    snr_db=float(snr_of[i]),
+                    level=round(float(rng.uniform(*config.level_range)), 4),
+                    babble=babble,
                 )
             )
     return plan
@@ -232,21 +404,28 @@ def fit_duration(x: np.ndarray, rng: np.random.Generator, min_len: int, max_len:
     return x
 
 
-def synthesize(utt: Utterance, flite: str, config: CorpusConfig, workdir: Path) -> np.ndarray:
-    """Clean speech of ``utt``: flite, resampled to ``config.fs``, trimmed and fitted: (T,) float64."""
+def synthesis_command(utt: Utterance, binary: str, out: Path) -> List[str]:
+    """The flite or espeak-ng command line that speaks ``utt`` into the wav file ``out``."""
+    if utt.engine == "flite":
+        options = ["-voice", utt.voice, "--setf", f"duration_stretch={utt.stretch}", "-o", str(out)]
+        return [binary, *options, "-t", utt.sentence]
+    options = ["-v", utt.voice, "-s", str(round(ESPEAK_WPM / utt.stretch)), "-p", str(utt.pitch)]
+    return [binary, *options, "-g", str(utt.word_gap), "-w", str(out), "--", utt.sentence]
+
+
+def synthesize(utt: Utterance, binaries: Dict[str, str], config: CorpusConfig, workdir: Path) -> np.ndarray:
+    """Clean speech of ``utt``: synthesized, resampled to ``config.fs``, trimmed and fitted: (T,) float32."""
     raw = workdir / f"{utt.uid}.wav"
-    options = ["-voice", utt.voice, "--setf", f"duration_stretch={utt.stretch}", "-o", str(raw)]
-    cmd = [flite, *options, "-t", utt.sentence]
+    cmd = synthesis_command(utt, binaries[utt.engine], raw)
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not raw.exists():
-        raise RuntimeError(f"flite failed for {utt.uid} ({' '.join(cmd)}): {result.stderr.strip()}")
+        raise RuntimeError(f"{utt.engine} failed for {utt.uid} ({' '.join(cmd)}): {result.stderr.strip()}")
     speech = read_audio(raw, config.fs)
     raw.unlink()
-    noise.audible_rms(speech, f"flite output for {utt.uid}")
+    noise.audible_rms(speech, f"{utt.engine} output for {utt.uid}")
     min_len, max_len = (int(round(seconds * config.fs)) for seconds in config.duration_range)
-    return fit_duration(
-        trim_silence(speech, config.fs), np.random.default_rng([utt.seed, 0]), min_len, max_len
-    )
+    fitted = fit_duration(trim_silence(speech, config.fs), np.random.default_rng([utt.seed, 0]), min_len, max_len)
+    return fitted.astype(np.float32)  # thousands of clips are held in memory for the babble
 
 
 def mix(
@@ -255,14 +434,17 @@ def mix(
     """Noisy mixture of ``utt``; ``talkers`` are the clean babble sources.
 
     Returns:
-        (clean, noisy), each (T,) float64, scaled together to a random peak level below full scale.
+        (clean, noisy), each (T,) float64, scaled together to the peak level ``utt.level``.
     """
     rng = np.random.default_rng([utt.seed, 1])
+    speech = np.asarray(speech, dtype=np.float64)
     total = np.zeros(len(speech))
     for kind, gain_db in zip(utt.noises, utt.noise_gains_db):
         total += NOISES[kind](len(speech), rng, fs, talkers) * 10.0 ** (gain_db / 20.0)
+    if utt.noise_tilt:
+        total = noise.tilt(total, utt.noise_tilt, fs)
     noisy, _ = noise.mix_at_snr(speech, total, utt.snr_db)
-    scale = rng.uniform(*PEAK_RANGE) / max(np.abs(noisy).max(), np.abs(speech).max())
+    scale = utt.level / max(np.abs(noisy).max(), np.abs(speech).max())
     return speech * scale, noisy * scale
 
 
@@ -287,7 +469,7 @@ def write_subset(data_dir: Path, utts: Sequence[Utterance], audio_dir: Path) -> 
         data_dir,
         wav={u.uid: str(_audio_path(audio_dir, u, "noisy")) for u in utts},
         spk1={u.uid: str(_audio_path(audio_dir, u, "clean")) for u in utts},
-        utt2spk={u.uid: u.voice for u in utts},
+        utt2spk={u.uid: u.speaker for u in utts},
     )
     write_scp(data_dir / "text", {u.uid: u.sentence for u in utts})
 
@@ -306,14 +488,19 @@ def build_corpus(config: CorpusConfig, nj: int = 1) -> bool:
 
     Args:
         config: what to build.
-        nj: number of concurrent flite processes.
+        nj: number of concurrent synthesis processes (and mixing threads).
     """
     if nj < 1:
         raise ValueError(f"--nj: expected at least 1, got {nj}")
     if is_built(config):
         logger.info(f"{config.audio_dir}: up to date with these options, skipping (remove {STAMP} to force)")
         return False
-    flite = find_flite(config.voices)
+    engines = config.speakers_by_engine()
+    binaries = {}
+    if "flite" in engines:
+        binaries["flite"] = find_flite(config.flite_voices)
+    if "espeak" in engines:
+        binaries["espeak"] = find_espeak(config.espeak_accents, config.espeak_variants)
     audio_dir, data_dir = Path(config.audio_dir), Path(config.data_dir)
     if audio_dir.exists() and not (audio_dir / MARKER).exists():
         raise ValueError(
@@ -324,15 +511,20 @@ def build_corpus(config: CorpusConfig, nj: int = 1) -> bool:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / MARKER).touch()
-    logger.info(f"synthesizing {len(plan)} utterances with {nj} flite processes")
+    logger.info(f"synthesizing {len(plan)} utterances with {nj} processes")
     with tempfile.TemporaryDirectory(dir=tmp) as workdir, ThreadPoolExecutor(nj) as pool:
-        # Threads suffice: the work is in flite subprocesses and in numpy/soxr, which release the GIL.
-        clips = pool.map(lambda utt: synthesize(utt, flite, config, Path(workdir)), plan)
+        # Threads suffice: the work is in synthesis subprocesses and in numpy/soxr, which release the GIL.
+        clips = pool.map(lambda utt: synthesize(utt, binaries, config, Path(workdir)), plan)
         speech = {utt.uid: clip for utt, clip in zip(plan, clips)}
-    for utt in plan:
+
+    def write(utt: Utterance) -> None:
         clean, noisy = mix(utt, speech[utt.uid], [speech[uid] for uid in utt.babble], config.fs)
         write_wav(_audio_path(tmp, utt, "clean"), clean, config.fs)
         write_wav(_audio_path(tmp, utt, "noisy"), noisy, config.fs)
+
+    logger.info("mixing")
+    with ThreadPoolExecutor(nj) as pool:
+        list(pool.map(write, plan))  # every mixture draws from its own seed: any order gives the same audio
     _replace_dir(tmp, audio_dir)
     for subset in SUBSETS:
         write_subset(data_dir / subset, [u for u in plan if u.subset == subset], audio_dir)
@@ -351,43 +543,88 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--data-dir", default="data", help="where data/<set>/ dirs are written")
     parser.add_argument("--audio-dir", default="data/local/mini_flite", help="where the wav files go")
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default="default",
+        help="set sizes for the --num-* not given: "
+        + "; ".join(f"{name}: {'/'.join(str(n) for n in sizes.values())}" for name, sizes in SIZES.items()),
+    )
+    parser.add_argument("--small", action="store_true", help="same as --size small (CI)")
     for subset in SUBSETS:
-        parser.add_argument(
-            f"--num-{subset}",
-            type=int,
-            help=f"{subset} utterances; None: {DEFAULT_SIZES[subset]}, or {SMALL_SIZES[subset]} with --small",
-        )
-    parser.add_argument("--small", action="store_true", help="CI-size defaults for the --num-* options")
+        parser.add_argument(f"--num-{subset}", type=int, help=f"{subset} utterances; None: from --size")
     parser.add_argument("--fs", type=int, default=16000, help="sampling rate of the written audio (Hz)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    parser.add_argument("--nj", type=int, default=2, help="concurrent flite processes")
-    parser.add_argument("--voices", default=",".join(DEFAULT_VOICES), help="comma-separated flite voices")
+    parser.add_argument("--nj", type=int, default=2, help="concurrent synthesis processes")
+    parser.add_argument("--flite-voices", default=",".join(DEFAULT_FLITE_VOICES), help="comma-separated")
+    parser.add_argument("--espeak-accents", default=",".join(DEFAULT_ESPEAK_ACCENTS), help="comma-separated")
+    parser.add_argument("--espeak-variants", default=",".join(DEFAULT_ESPEAK_VARIANTS), help="comma-separated")
+    parser.add_argument(
+        "--flite-share", type=float, default=0.4, help="share of utterances spoken by flite (1: flite only)"
+    )
+    parser.add_argument(
+        "--heldout-speakers",
+        type=float,
+        default=0.2,
+        help="share of flite voices and of espeak-ng variants heard only in test",
+    )
     parser.add_argument(
         "--stretch-range",
         type=float,
         nargs=2,
         default=(0.8, 1.3),
         metavar=("LOW", "HIGH"),
-        help="flite duration_stretch range (speaking rate; larger is slower)",
+        help="duration stretch range (speaking rate; larger is slower; espeak-ng: 170 wpm / stretch)",
+    )
+    parser.add_argument(
+        "--pitch-range",
+        type=float,
+        nargs=2,
+        default=(25.0, 75.0),
+        metavar=("LOW", "HIGH"),
+        help="espeak-ng base pitch of each speaker (-p, 0..99), plus an utterance offset of up to 8",
     )
     parser.add_argument(
         "--duration-range",
         type=float,
         nargs=2,
-        default=(1.5, 3.0),
+        default=(1.5, 4.0),
         metavar=("MIN", "MAX"),
         help="utterance length in seconds: longer speech is cropped, shorter zero-padded",
     )
     parser.add_argument(
-        "--snr-range",
+        "--level-range",
         type=float,
         nargs=2,
-        default=(-5.0, 5.0),
+        default=(0.1, 0.9),
         metavar=("LOW", "HIGH"),
-        help="SNR range in dB, drawn uniformly",
+        help="output level: peak of the louder of noisy/clean, in full scale, drawn uniformly",
+    )
+    parser.add_argument(
+        "--train-snrs",
+        default=",".join(f"{v:g}" for v in DEFAULT_TRAIN_SNRS),
+        help="SNRs (dB) of train and valid, one drawn per mixture",
+    )
+    parser.add_argument(
+        "--test-snrs", default=",".join(f"{v:g}" for v in DEFAULT_TEST_SNRS), help="SNRs (dB) of test"
     )
     parser.add_argument("--noises", default=DEFAULT_NOISES, help=f"name:weight,... from {sorted(NOISES)}")
     parser.add_argument("--max-noises", type=int, default=2, help="up to this many noise types per mixture")
+    parser.add_argument(
+        "--tilt-range",
+        type=float,
+        nargs=2,
+        default=(1.0, 3.0),
+        metavar=("LOW", "HIGH"),
+        help="spectral tilt exponent of each mixture's noise, drawn uniformly (power ~ f^-tilt above 50 Hz:"
+        " environmental noise is mostly low-frequency)",
+    )
+    parser.add_argument(
+        "--num-sentences",
+        type=int,
+        default=2000,
+        help=f"sentence pool: the {len(SENTENCES)} built-in ones, then template sentences",
+    )
     parser.add_argument(
         "--test-fraction", type=float, default=0.2, help="share of sentences held out for test"
     )
@@ -396,7 +633,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> CorpusConfig:
     """The corpus options of parsed arguments, paths made absolute (they go into wav.scp)."""
-    defaults = SMALL_SIZES if args.small else DEFAULT_SIZES
+    defaults = SIZES["small" if args.small else args.size]
     sizes = {s: getattr(args, f"num_{s}") for s in SUBSETS}
     sizes = {s: defaults[s] if n is None else n for s, n in sizes.items()}
     return CorpusConfig(
@@ -405,12 +642,21 @@ def config_from_args(args: argparse.Namespace) -> CorpusConfig:
         sizes=sizes,
         fs=args.fs,
         seed=args.seed,
-        voices=tuple(v for v in args.voices.split(",") if v),
+        flite_voices=parse_list(args.flite_voices, "flite-voices"),
+        espeak_accents=parse_list(args.espeak_accents, "espeak-accents"),
+        espeak_variants=parse_list(args.espeak_variants, "espeak-variants"),
+        flite_share=args.flite_share,
+        heldout_speakers=args.heldout_speakers,
         stretch_range=tuple(args.stretch_range),
+        pitch_range=tuple(args.pitch_range),
         duration_range=tuple(args.duration_range),
-        snr_range=tuple(args.snr_range),
+        level_range=tuple(args.level_range),
+        train_snrs=parse_list(args.train_snrs, "train-snrs", float),
+        test_snrs=parse_list(args.test_snrs, "test-snrs", float),
         noises=parse_noises(args.noises),
         max_noises=args.max_noises,
+        tilt_range=tuple(args.tilt_range),
+        num_sentences=args.num_sentences,
         test_fraction=args.test_fraction,
     )
 
@@ -581,6 +827,43 @@ SENTENCES: Tuple[str, ...] = (
     "The workers paved the road in one day.",
     "The violin sounded sweet and clear.",
 )
+
+
+
+# Template sentences (subject + action + ending, about 6-10 words): 40 x 40 x 40 combinations, from which
+# sentence_pool draws with a fixed seed. Every part reads naturally with every other.
+TEMPLATE_SUBJECTS: Tuple[str, ...] = (
+    "the old farmer", "my younger sister", "a tall stranger", "the new teacher", "our neighbor",
+    "the tired driver", "a quiet student", "the hotel manager", "her best friend", "the local baker",
+    "a young doctor", "the city mayor", "his uncle", "the night nurse", "a clever lawyer",
+    "the shy painter", "our coach", "the museum guide", "a busy mechanic", "the kind librarian",
+    "my grandfather", "the ship captain", "a retired pilot", "the head chef", "their daughter",
+    "the park ranger", "a famous singer", "the bus conductor", "my cousin", "the village priest",
+    "a nervous actor", "the bank clerk", "our landlord", "the young soldier", "a friendly waiter",
+    "the gardener", "his mother", "the radio host", "a careful builder", "the team captain",
+)  # fmt: skip
+TEMPLATE_ACTIONS: Tuple[str, ...] = (
+    "painted the fence", "found a wallet", "bought fresh bread", "fixed the radio", "lost the keys",
+    "wrote a long letter", "cleaned the kitchen", "sold the old car", "carried two boxes",
+    "read the morning paper", "missed the last train", "opened the window", "cooked a large meal",
+    "planted some roses", "broke a glass", "called the office", "borrowed a ladder", "washed the dishes",
+    "locked the gate", "moved the piano", "ordered more coffee", "climbed the hill", "fed the chickens",
+    "visited the market", "lit a candle", "packed a small bag", "sang a sad song", "counted the money",
+    "repaired the roof", "drew a map", "crossed the river", "checked the engine", "hid the present",
+    "folded the blankets", "answered the phone", "watered the garden", "sharpened the knives",
+    "tuned the guitar", "closed the shop", "rang the bell",
+)  # fmt: skip
+TEMPLATE_ENDINGS: Tuple[str, ...] = (
+    "before dinner", "after the storm", "on Monday morning", "in the rain", "near the station",
+    "late last night", "at the weekend", "during the break", "before sunrise", "without a word",
+    "in a hurry", "after lunch", "on the way home", "by the river", "at the end of the day",
+    "for the first time", "in the cold", "before the guests arrived", "while it was snowing",
+    "on a sunny afternoon", "next to the church", "last Thursday", "in the dark", "behind the barn",
+    "at half past seven", "with great care", "in the spring", "after school", "before the meeting",
+    "under the bridge", "in the old town", "on her birthday", "at the harbor", "twice a week",
+    "all by himself", "in the early evening", "after the concert", "on the top floor",
+    "near the border", "before the holidays",
+)  # fmt: skip
 
 
 if __name__ == "__main__":

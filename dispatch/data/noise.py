@@ -183,6 +183,121 @@ def amplitude_modulate(
     return normalize_rms(noise * np.maximum(envelope, floor), "modulated noise")
 
 
+def music(
+    num_samples: int,
+    rng: np.random.Generator,
+    fs: int,
+    voices: Tuple[int, int] = (1, 3),
+    note_s: Tuple[float, float] = (0.08, 0.5),
+) -> np.ndarray:
+    """Music-like tonal sound: melodies of harmonic notes, one to three at once.
+
+    Each voice plays notes of random length from a pentatonic scale on a random key (MIDI 45..84),
+    each note a harmonic tone (decaying random harmonic amplitudes) under an attack-decay envelope,
+    so the spectrum holds moving harmonic lines that overlap speech's pitch and formant range.
+
+    Args:
+        num_samples: output length.
+        rng: random source.
+        fs: sampling rate in Hz.
+        voices: range of the number of simultaneous melodies.
+        note_s: range of note durations in seconds.
+
+    Returns:
+        (num_samples,) unit-RMS music-like signal.
+    """
+    scale = np.array([0, 2, 4, 7, 9])
+    out = np.zeros(num_samples)
+    for _ in range(int(rng.integers(voices[0], voices[1] + 1))):
+        key = int(rng.integers(45, 70))
+        num_harmonics = int(rng.integers(1, 9))
+        amplitudes = rng.uniform(0.2, 1.0, num_harmonics) / np.arange(1, num_harmonics + 1)
+        start = 0
+        while start < num_samples:
+            length = min(num_samples - start, max(1, int(rng.uniform(*note_s) * fs)))
+            midi = key + scale[int(rng.integers(len(scale)))] + 12 * int(rng.integers(0, 2))
+            f0 = 440.0 * 2.0 ** ((midi - 69) / 12.0)
+            t = np.arange(length) / fs
+            envelope = np.minimum(1.0, t / 0.01) * np.exp(-t * rng.uniform(1.0, 8.0))
+            note = np.zeros(length)
+            for k, amplitude in enumerate(amplitudes, start=1):
+                if k * f0 < fs / 2:
+                    note += amplitude * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
+            out[start : start + length] += note * envelope * rng.uniform(0.3, 1.0)
+            start += length
+    return normalize_rms(out, "music")
+
+
+def tones(
+    num_samples: int,
+    rng: np.random.Generator,
+    fs: int,
+    freq_hz: Tuple[float, float] = (300.0, 3000.0),
+) -> np.ndarray:
+    """Alarm-like tones: beeps (on/off tone bursts) or a siren (a tone sweeping up and down).
+
+    Args:
+        num_samples: output length.
+        rng: random source.
+        fs: sampling rate in Hz.
+        freq_hz: range of the tone frequency in Hz.
+
+    Returns:
+        (num_samples,) unit-RMS tonal signal.
+    """
+    t = np.arange(num_samples) / fs
+    low, high = np.sort(rng.uniform(*freq_hz, size=2))
+    if rng.random() < 0.5:  # beeps: a fixed tone, gated on and off at a random rate and duty cycle
+        gate = (t * rng.uniform(1.0, 6.0) + rng.random()) % 1.0 < rng.uniform(0.2, 0.7)
+        out = np.sin(2 * np.pi * high * t + rng.uniform(0, 2 * np.pi)) * gate
+        out[0] = out[0] or 1e-3  # never silent, even if the gate starts closed on a very short input
+    else:  # siren: the frequency swings sinusoidally between low and high
+        sweep = low + (high - low) * 0.5 * (1 + np.sin(2 * np.pi * rng.uniform(0.2, 2.0) * t))
+        out = np.sin(2 * np.pi * np.cumsum(sweep) / fs + rng.uniform(0, 2 * np.pi))
+    return normalize_rms(out, "tones")
+
+
+def speech_shaped(
+    num_samples: int,
+    rng: np.random.Generator,
+    fs: int,
+    rate_hz: Tuple[float, float] = (2.0, 6.0),
+) -> np.ndarray:
+    """Speech-shaped noise under a syllable-rate envelope: speech's long-term spectrum, no words.
+
+    Gaussian noise is shaped to a speech-like long-term spectrum (flat to a random corner of
+    300..800 Hz, then falling about 9 dB per octave, with a random formant-like peak) and modulated
+    by :func:`amplitude_modulate` at syllabic rates.
+
+    Returns:
+        (num_samples,) unit-RMS speech-shaped, modulated noise.
+    """
+    spectrum = np.fft.rfft(rng.standard_normal(num_samples))
+    freqs = np.maximum(np.fft.rfftfreq(num_samples, d=1.0 / fs), 1.0)
+    corner = rng.uniform(300.0, 800.0)
+    gain = (1.0 + (freqs / corner) ** 2) ** -0.75
+    peak = rng.uniform(500.0, 3000.0)
+    gain *= 1.0 + 2.0 * np.exp(-0.5 * (np.log2(freqs / peak) / 0.3) ** 2)
+    gain[freqs < 60.0] = 0.0
+    shaped = normalize_rms(np.fft.irfft(spectrum * gain, n=num_samples), "speech-shaped noise")
+    return amplitude_modulate(shaped, rng, fs, rate_hz=rate_hz, floor=0.02)
+
+
+def tilt(x: np.ndarray, exponent: float, fs: int, f_ref: float = 50.0) -> np.ndarray:
+    """Colour ``x`` by a spectral tilt: power scaled by ``(f / f_ref) ** -exponent`` above ``f_ref`` Hz.
+
+    Environmental noise (traffic, rooms, machines, distant talkers) carries most of its power at low
+    frequencies; a positive exponent moves a generated noise toward that (1: -3 dB per octave, 2: -6).
+    Below ``f_ref`` the gain is held flat.
+
+    Returns:
+        (num_samples,) unit-RMS tilted signal.
+    """
+    spectrum = np.fft.rfft(np.asarray(x, dtype=np.float64))
+    freqs = np.maximum(np.fft.rfftfreq(len(x), d=1.0 / fs), f_ref)
+    return normalize_rms(np.fft.irfft(spectrum * (freqs / f_ref) ** (-exponent / 2.0), n=len(x)), "tilted noise")
+
+
 def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> Tuple[np.ndarray, np.ndarray]:
     """Add noise to speech at a given signal-to-noise ratio.
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the mini corpus (flite speech + generated noise) into data/{train,valid,test} and check them.
+# Build the mini corpus (flite and espeak-ng speech + generated noise) into data/{train,valid,test}
+# and check them.
 # Audio goes to ${audio_dir}. Rerunning with the same options does nothing; see
 # `python3 -m dispatch.data.mini_corpus --help` for what the corpus is made of.
 set -euo pipefail
@@ -9,20 +10,22 @@ log() {
     echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
 }
 
-nj=2              # concurrent flite processes
-num_train=        # utterances per set; empty: the module's default (400/50/60, or 24/6/8 with --small true)
+nj=2              # concurrent synthesis processes
+size=default      # set sizes train/valid/test: default 1200/100/200, evidence 6000/300/600, small 24/6/8
+small=false       # same as --size small (CI)
+num_train=        # utterances per set; empty: from --size
 num_valid=
 num_test=
-small=false       # CI-size defaults for the sets not given by --num_*
 fs=16000          # sampling rate of the written audio (Hz)
 seed=0
-snr_low=-5        # SNR range of the mixtures (dB)
-snr_high=5
+train_snrs=0,5,10,15         # SNRs (dB) of train and valid mixtures, as in VoiceBank+DEMAND
+test_snrs=2.5,7.5,12.5,17.5  # SNRs (dB) of test mixtures
 audio_dir=data/local/mini_flite
-corpus_opts=      # more options for dispatch.data.mini_corpus, e.g. "--voices slt,rms --max-noises 1"
+corpus_opts=      # more options for dispatch.data.mini_corpus, e.g. "--flite-share 1 --max-noises 1"
 
-help_message="Usage: $0 [--nj 2] [--num_train N] [--num_valid N] [--num_test N] [--small true|false]
-         [--fs 16000] [--seed 0] [--snr_low -5] [--snr_high 5] [--audio_dir DIR] [--corpus_opts '...']
+help_message="Usage: $0 [--nj 2] [--size default|evidence|small] [--num_train N] [--num_valid N]
+         [--num_test N] [--fs 16000] [--seed 0] [--train_snrs 0,5,10,15] [--test_snrs 2.5,7.5,12.5,17.5]
+         [--audio_dir DIR] [--corpus_opts '...']
 Run from the recipe folder (egs2/mini_flite/enh_kd1)."
 
 if [ ! -f utils/parse_options.sh ]; then
@@ -38,9 +41,13 @@ if [ $# -ne 0 ]; then
 fi
 . ./path.sh
 
-opts=(--data-dir data --audio-dir "${audio_dir}" --nj "${nj}" --fs "${fs}" --seed "${seed}")
-opts+=(--snr-range "${snr_low}" "${snr_high}")
-[ "${small}" = true ] && opts+=(--small)
+case "${size}" in
+    default|evidence|small) ;;
+    *) echo "$0: --size: expected default, evidence or small, got '${size}'" >&2; exit 1 ;;
+esac
+[ "${small}" = true ] && size=small
+opts=(--data-dir data --audio-dir "${audio_dir}" --nj "${nj}" --fs "${fs}" --seed "${seed}" --size "${size}")
+opts+=(--train-snrs "${train_snrs}" --test-snrs "${test_snrs}")
 [ -n "${num_train}" ] && opts+=(--num-train "${num_train}")
 [ -n "${num_valid}" ] && opts+=(--num-valid "${num_valid}")
 [ -n "${num_test}" ] && opts+=(--num-test "${num_test}")
