@@ -72,7 +72,9 @@ class ChunkCoverage:
 
     def describe(self, fs: Optional[int] = None) -> str:
         def secs(n: int) -> str:
-            return f"{n / fs / 3600:.2f} h" if fs else f"{n} samples"
+            if not fs:
+                return f"{n} samples"
+            return f"{n / fs / 3600:.2f} h" if n >= 3600 * fs else f"{n / fs:.1f} s"
 
         text = (f"{self.num_utts} utterances ({secs(self.total_samples)}): "
                 f"{self.num_utts - self.num_dropped} used, {self.num_dropped} dropped "

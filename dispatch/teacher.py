@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -57,11 +58,14 @@ def resolve_teacher(
     return config, model_file
 
 
+ZOO_CACHE_ENV = "DISPATCH_ZOO_CACHEDIR"  # espnet_model_zoo's cache dir (its default: inside the package)
+
+
 def _unpack_zoo(name: str, option: str) -> Tuple[Path, Path]:
     from espnet_model_zoo.downloader import ModelDownloader
 
     try:
-        info = ModelDownloader().download_and_unpack(name, quiet=True)
+        info = ModelDownloader(os.environ.get(ZOO_CACHE_ENV) or None).download_and_unpack(name, quiet=True)
     except Exception as e:  # the zoo raises many kinds; offline is the common one
         raise TeacherError(
             f"teacher_model={option}: not an experiment dir or zip here, and espnet_model_zoo cannot resolve "

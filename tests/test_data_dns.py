@@ -37,21 +37,24 @@ def speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return 0.2 * voiced * (np.sin(2 * np.pi * 3 * t) > -0.7)
 
 
-def make_checkout(root: Path) -> Path:
-    """datasets/{clean,noise} and datasets/test_set/synthetic/{no,with}_reverb/{clean,noisy}, real names."""
+def make_checkout(root: Path, clean_seconds=1.5, noise_seconds=0.7, test_seconds=0.5, test_ids=TEST_IDS) -> Path:
+    """datasets/{clean,noise} and datasets/test_set/synthetic/{no,with}_reverb/{clean,noisy}, real names.
+
+    The challenge's own clips are 30 s (clean), up to 10 s (noise) and 10 s (test); the defaults are small.
+    """
     rng = np.random.default_rng(0)
     for name in CLEAN:
         path = root / "datasets" / "clean" / f"{name}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, speech_like(rng, 1.5), FS, subtype="PCM_16")
+        sf.write(path, speech_like(rng, clean_seconds), FS, subtype="PCM_16")
     for name in NOISE:
         path = root / "datasets" / "noise" / f"{name}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, 0.1 * rng.standard_normal(int(0.7 * FS)), FS, subtype="PCM_16")
+        sf.write(path, 0.1 * rng.standard_normal(int(noise_seconds * FS)), FS, subtype="PCM_16")
     for condition, subtype in (("no_reverb", "PCM_16"), ("with_reverb", "FLOAT")):
         base = root / "datasets" / "test_set" / "synthetic" / condition
-        for fileid in TEST_IDS:
-            clean = speech_like(rng, 0.5)
+        for fileid in test_ids:
+            clean = speech_like(rng, test_seconds)
             noisy = clean + 0.05 * rng.standard_normal(len(clean))
             for kind, name, audio in (
                 ("clean", f"clean_fileid_{fileid}", clean),

@@ -128,3 +128,38 @@ def test_missing_teacher_is_refused_before_training(tmp_path, data_root):
     assert proc.returncode != 0
     assert f"teacher_model={tmp_path / 'nowhere.zip'}: no such experiment dir or packed zip" in proc.stderr
     assert not (tmp_path / "s" / "checkpoint.pth").exists()
+
+
+def test_teacher_from_the_model_zoo_offline(tmp_path, data_root, teacher_dir):
+    """A Hugging Face name resolved by espnet_model_zoo from a cache laid out as huggingface_hub lays it
+    (models--<user>--<repo>/refs/main -> snapshots/<commit>/ holding the unpacked espnet2 zip), offline."""
+    import zipfile
+
+    name = "muqiaoy/muqiaoy_dns_ins20_enh_train_enh_conv_tasnet_raw"  # a real espnet2 DNS 2020 model's name
+    zip_path = tmp_path / "teacher.zip"
+    # Packed from the recipe folder with relative paths, as ESPnet's recipes pack what they upload.
+    run_module("espnet2.bin.pack", "enh", "--train_config", f"{teacher_dir.name}/config.yaml",
+               "--model_file", f"{teacher_dir.name}/valid.loss.best.pth", "--outpath", zip_path,
+               cwd=teacher_dir.parent)
+    cache = tmp_path / "zoo"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{name.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(repo / "snapshots" / commit)
+    assert (repo / "snapshots" / commit / "meta.yaml").exists()
+
+    config = write_config(tmp_path / "student.yaml", {**STUDENT, "max_epoch": 1})
+    env = dict(os.environ, DISPATCH_ZOO_CACHEDIR=str(cache), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    out = tmp_path / "student"
+    proc = subprocess.run([sys.executable, "-m", "dispatch.bin.enh_kd_train", "--config", str(config),
+                           "--output_dir", str(out), "--teacher_model", name, *map(str, data_args(data_root))],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "1epoch.pth").exists()
+    # The resolved teacher is the cached snapshot's, not a download.
+    resolved = subprocess.run([sys.executable, "-m", "dispatch.bin.resolve_teacher", name],
+                              capture_output=True, text=True, env=env)
+    assert resolved.returncode == 0, resolved.stderr[-2000:]
+    assert str(repo / "snapshots" / commit) in resolved.stdout

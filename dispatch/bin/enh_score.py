@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from dispatch.fingerprint import audio_digest
 from dispatch.scoring import (
-    INTRUSIVE_DEFAULT,
+    DEFAULT,
     METRICS,
     NON_INTRUSIVE_DEFAULT,
     MetricError,
@@ -227,7 +227,7 @@ def plan_jobs(ref_scp: Optional[str], system_scps: Dict[str, str], scorer: Score
 
 
 def score(args: argparse.Namespace) -> None:
-    names = args.metrics or list(NON_INTRUSIVE_DEFAULT if args.no_ref else INTRUSIVE_DEFAULT)
+    names = args.metrics or list(NON_INTRUSIVE_DEFAULT if args.no_ref else DEFAULT)
     scorer = Scorer(names, composite_pesq=args.composite_pesq, dnsmos_dir=args.dnsmos_dir)
     if args.no_ref and scorer.needs_ref:
         intrusive = [n for n in scorer.names if METRICS[n].needs_ref]
@@ -291,7 +291,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument(
         "--metrics", type=metric_list, default=None,
-        help=f"comma-separated, from {', '.join(METRICS)}; None: {','.join(INTRUSIVE_DEFAULT)} "
+        help=f"comma-separated, from {', '.join(METRICS)}; None: {','.join(DEFAULT)} "
         f"(with --no_ref: {','.join(NON_INTRUSIVE_DEFAULT)})",
     )
     parser.add_argument("--no_ref", action="store_true", help="no reference: reference-free metrics only")

@@ -9,6 +9,7 @@ from dispatch.scoring.dnsmos import DNSMOSUnavailableError, dnsmos
 from dispatch.scoring.inputs import ScoringInputError
 from dispatch.scoring.perceptual import estoi, pesq_nb, pesq_nb_raw, pesq_wb, stoi
 from dispatch.scoring.registry import (
+    DEFAULT,
     INTRUSIVE_DEFAULT,
     METRICS,
     NON_INTRUSIVE_DEFAULT,
@@ -18,7 +19,7 @@ from dispatch.scoring.registry import (
 )
 
 __all__ = [
-    "METRICS", "INTRUSIVE_DEFAULT", "NON_INTRUSIVE_DEFAULT", "Metric", "Scorer", "MetricError",
+    "METRICS", "DEFAULT", "INTRUSIVE_DEFAULT", "NON_INTRUSIVE_DEFAULT", "Metric", "Scorer", "MetricError",
     "ScoringInputError", "DNSMOSUnavailableError",
     "pesq_wb", "pesq_nb", "pesq_nb_raw", "stoi", "estoi", "si_sdr", "sdr",
     "composite", "llr_frames", "wss_frames", "segmental_snr", "dnsmos",

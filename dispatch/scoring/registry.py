@@ -43,6 +43,8 @@ _METRICS = (
 METRICS: Dict[str, Metric] = {name: metric for metric in _METRICS for name in metric.names}
 INTRUSIVE_DEFAULT = ("pesq_wb", "stoi", "estoi", "si_sdr", "sdr", "csig", "cbak", "covl")
 NON_INTRUSIVE_DEFAULT = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+# With a reference: both. DNSMOS is what the DNS Challenge reports, and the only metric free of the reference.
+DEFAULT = INTRUSIVE_DEFAULT + NON_INTRUSIVE_DEFAULT
 
 
 class Scorer:
