@@ -35,11 +35,19 @@ setup(
         "pesq",
         "pystoi",
         "numpy",
+        "scipy",
         "pyyaml",
         "typeguard",
+        "fast_bss_eval",
+        "soxr",
+        "tqdm",
+        "huggingface_hub",
         "jinja2",
+        "markupsafe",
         "markdown",
         "matplotlib",
+        "onnxruntime",  # DNSMOS, part of the default scoring (espnet2's DNSMOS_local) ...
+        "speechmos",  # ... with the ONNX models this package ships
     ],
     extras_require={"test": requirements("tools/requirements-test.txt")},
     entry_points={
