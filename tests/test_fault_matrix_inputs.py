@@ -296,3 +296,29 @@ def test_8f_a_dump_made_at_another_rate_is_redone_saying_so(src, tmp_path, capsy
     assert format_dir(src, dump, capsys).code == 0
     assert f"{dump / 'data'}: the converted copies were made at 8000 Hz, this run formats at {FS} Hz" in caplog.text
     assert validate_data_dir(dump, fs=FS) == 4
+
+
+def test_7_enh_kd_sh_stops_at_stage_4_on_a_truncated_given_teacher(recipe, tmp_path):  # noqa: F811
+    teacher = make_teacher(tmp_path / "teacher")
+    weights = teacher / "valid.loss.best.pth"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    proc = enh_kd(recipe, "--stage", "4", "--stop_stage", "4", "--teacher_model", str(teacher))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"resolve_teacher: teacher_model={teacher}: the weights {weights} cannot be loaded" in log
+    assert "Stage 4: using the given teacher" in log and "Traceback" not in log
+
+
+def test_8a_enh_kd_sh_passes_format_args_to_stage_2(recipe):  # noqa: F811
+    assert enh_kd(recipe, "--stage", "1", "--stop_stage", "1").returncode == 0
+    entry = read_scp(recipe / "data" / "tr" / "wav.scp")["tr_001"]
+    path = recipe / entry
+    mono = sf.read(path)[0]
+    sf.write(path, np.stack([mono, mono], axis=1), FS, subtype="PCM_16")
+    refused = enh_kd(recipe, "--stage", "2", "--stop_stage", "2")
+    assert refused.returncode != 0
+    assert f"wav.scp: utterance 'tr_001': {entry}: 2 channels" in refused.stderr
+    done = enh_kd(recipe, "--stage", "2", "--stop_stage", "2", "--format_args", "--downmix true")
+    assert done.returncode == 0, done.stderr
+    assert "downmixed 1 file(s) to mono" in done.stdout + done.stderr
+    assert validate_data_dir(recipe / "dump" / "raw" / "tr", fs=FS) == 3

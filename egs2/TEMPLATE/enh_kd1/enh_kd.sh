@@ -30,6 +30,9 @@ train_set=            # Training set name.
 valid_set=            # Validation set name.
 test_sets=            # Names of the test sets, space separated.
 min_wav_duration=0.1  # Utterances shorter than this (s) are dropped from training sets.
+format_args=          # Extra options for dispatch.bin.format_data (stage 2): "--downmix true" averages the
+                      # channels of multi-channel audio, "--rescale true" scales noisy/clean pairs above full
+                      # scale by one factor; both are refused otherwise.
 
 # Models
 teacher_model=        # Given teacher (exp dir, packed zip or espnet_model_zoo name): skips teacher training.
@@ -74,6 +77,7 @@ Options (defaults in brackets):
   --stage [${stage}] --stop_stage [${stop_stage}] --ngpu [${ngpu}] --num_nodes [${num_nodes}]
   --nj [${nj}] --inference_nj [${inference_nj}] --gpu_inference [${gpu_inference}]
   --fs [${fs}] --dumpdir [${dumpdir}] --expdir [${expdir}] --local_data_opts ["${local_data_opts}"]
+  --format_args ["${format_args}"] (e.g. "--downmix true --rescale true")
   --teacher_model [${teacher_model}] --teacher_config --student_config --kd_configs "a.yaml b.yaml"
   --teacher_args --student_args --tag_suffix --teacher_tag --student_tag --skip_baseline [${skip_baseline}]
   --use_teacher_cache [${use_teacher_cache}]
@@ -112,7 +116,7 @@ if [ -z "${teacher_model}" ] && [ -z "${teacher_config}" ]; then
 fi
 # Every config the training stages (4, 5, 6) will read is checked now, before any stage runs: a typo in
 # the last KD yaml must not wait for stage 6, after the teacher was trained and cached.
-if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 4 ]; then
+if { [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 5 ]; } || { [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [ -z "${teacher_model}" ]; }; then
     _check_opts=(--student_config "${student_config}" --fs "${fs}")
     [ -z "${teacher_model}" ] && _check_opts+=(--teacher_config "${teacher_config}")
     # shellcheck disable=SC2086
@@ -250,7 +254,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
         fi
         # shellcheck disable=SC2086
         ${python} -m dispatch.bin.format_data "data/${dset}" "${data_feats}/${dset}" \
-            --fs "${fs}" --nj "${nj}" ${_opts}
+            --fs "${fs}" --nj "${nj}" ${_opts} ${format_args}
     done
 fi
 
