@@ -30,6 +30,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -54,8 +55,8 @@ def entry_file(value: str) -> Optional[str]:
     value = value.strip()
     if value.endswith("|"):
         return None
-    if value.startswith("ark:"):
-        value = value[4:]
+    if value.startswith("ark"):  # ark:a.ark:12, ark,s,cs:a.ark:12
+        value = re.sub(r"^ark(,[a-z]+)*:", "", value)
     if not os.path.exists(value) and ":" in value:
         head, _, offset = value.rpartition(":")
         if offset.isdigit() or (offset.startswith("[") and offset.endswith("]")):
