@@ -76,6 +76,12 @@ def test_6a_a_broken_yaml_or_student_config_key_is_named(tmp_path, capsys):
     assert f"{broken}: cannot be read as yaml" in err
 
 
+def test_6a_a_student_config_with_kd_of_its_own_is_checked_too(tmp_path, capsys):
+    student = write_yaml(tmp_path / "student.yaml", {"kd_loss": "dfkd", "kd_loss_conf": {"beta": "0.5"}})
+    assert check_kd_configs.main(["--student_config", str(student)]) == 1
+    assert f"{student}: kd_loss=dfkd: kd_loss_conf: beta='0.5': expected a number" in capsys.readouterr().err
+
+
 def test_6b_enh_kd_sh_stops_before_stage_1_on_a_bad_kd_yaml(recipe):  # noqa: F811
     write_yaml(recipe / "conf" / "kd_good.yaml", GOOD_KD)
     write_yaml(recipe / "conf" / "kd_bad.yaml", {**GOOD_KD, "kd_loss_conf": {"top_k": 0.5}})

@@ -69,6 +69,11 @@ def check(kd_configs: List[Path], student_config: Optional[Path] = None, teacher
     for path, conf in loaded.items():
         problems += [f"{path}: {p}" for p in unknown_keys(conf, options)] if check_keys else []
     student = loaded.get(student_config, {}) if student_config else {}
+    if student.get("kd_loss") is not None:  # a student config with KD of its own (stage 5 trains it)
+        try:
+            check_kd_options(student, fs or teacher_sample_rate(student))
+        except KDConfigError as e:
+            problems.append(f"{student_config}: {e}")
     for path in kd_configs:
         if path not in loaded:
             continue

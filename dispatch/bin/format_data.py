@@ -9,6 +9,13 @@ referenced where it is; other files are converted under <dst>/data/. Training se
 shorter than --min_duration (counted in the log). A rerun with the same options and an unchanged source
 (lists, and the size and mtime of every audio file) skips; a partial output is redone, and converted
 copies older than their source are converted again.
+
+Checked at the door as well (dispatch.data.formatting): multi-channel audio is refused, or averaged with
+--downmix true; samples above full scale are refused with the count and the loudest file, or with
+--rescale true each such noisy/clean pair is scaled by one factor (never clipped silently); a Kaldi
+``segments`` file cuts the recordings of wav.scp and spk1.scp alike into per-segment wavs; archive
+entries (``a.ark:123``, ``ark:``/``ark,s,cs:`` prefixes) are read through kaldiio and ``cmd |`` entries
+through the shell; a list that is not UTF-8 is named with its line; a dump made at another rate is redone.
 """
 import argparse
 import json

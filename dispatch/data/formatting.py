@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import soundfile as sf
 
 from dispatch.data.atomic import write_text_atomic
 from dispatch.data.audio import _INT16_MAX, entry_kind, probe, read_entry, resample, write_wav
@@ -67,15 +68,15 @@ def _referable(entry: str, fs: int) -> bool:
 
 def _read_side(entry: str, segment: Optional[Segment], job: PairJob, name: str, result: PairResult) -> Tuple[np.ndarray, float]:
     """(samples at job.fs, mono; peak of the source samples)."""
-    start, stop = 0, None
-    if segment is not None:
-        if entry_kind(entry) == "file":
-            info = probe(entry)
-            start, stop = segment_frames(segment, info.samplerate, info.frames)
-        else:
-            data, rate = read_entry(entry)
+    if entry_kind(entry) == "file":  # only the segment's samples are read
+        info = probe(entry)
+        start, stop = segment_frames(segment, info.samplerate, info.frames) if segment else (0, None)
+        data, rate = read_entry(entry, start, stop)
+    else:  # an archive entry or a command: read whole, once
+        data, rate = read_entry(entry)
+        if segment is not None:
             start, stop = segment_frames(segment, rate, len(data))
-    data, rate = read_entry(entry, start, stop)
+            data = data[start:stop]
     if data.ndim == 2:
         if data.shape[1] > 1:
             if not job.downmix:
@@ -116,7 +117,7 @@ def convert_pair(job: PairJob) -> PairResult:
 def _convert_pair(job: PairJob) -> PairResult:
     try:
         return convert_pair(job)
-    except ValueError as e:
+    except (ValueError, OSError, sf.SoundFileError) as e:  # named with its utterance, not a traceback
         raise ValueError(f"utterance '{job.utt}': {e}") from e
 
 
