@@ -179,6 +179,13 @@ trap '${python} -m dispatch.runlock release "${_lock}" --fd 9 --pid $$ || true' 
 # it with the inputs configured now: nothing made by another model or from other audio is reused or reported.
 model_files() {  # model_files <exp dir, zip or zoo name>: sets _config and _model
     local _found
+    if [ -d "$1" ]; then  # an experiment: its config and --inference_model, as resolve_teacher finds them
+        _config=$1/config.yaml; _model=$1/${inference_model}
+        for _found in "${_config}" "${_model}"; do
+            [ -f "${_found}" ] || { log "Error: ${_found} does not exist: train $1 first (or check --inference_model)"; exit 1; }
+        done
+        return 0
+    fi
     _found=$(${python} -m dispatch.bin.resolve_teacher "$1" --model_file_name "${inference_model}") || {
         log "Error: cannot use the model $1 (resolve_teacher says why above)"; exit 1; }
     read -r _config _model <<< "${_found}"
