@@ -304,6 +304,14 @@ def test_8f_a_dump_made_at_another_rate_is_redone_saying_so(src, tmp_path, capsy
     assert validate_data_dir(dump, fs=FS) == 4
 
 
+def test_7_enh_kd_train_names_a_truncated_teacher_checkpoint(tmp_path, data_root):
+    teacher = make_teacher(tmp_path / "teacher")
+    weights = teacher / "valid.loss.best.pth"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    message = refused_training(tmp_path, data_root, STUDENT, "--teacher_model", teacher)
+    assert message.startswith(f"enh_kd_train: error: the weights {weights} cannot be loaded"), message
+
+
 def test_7_enh_kd_sh_stops_at_stage_4_on_a_truncated_given_teacher(recipe, tmp_path):  # noqa: F811
     teacher = make_teacher(tmp_path / "teacher")
     weights = teacher / "valid.loss.best.pth"
