@@ -262,8 +262,8 @@ def test_1e_a_changed_model_is_enhanced_and_scored_again(stale_model):
     scoring = stale_model.teacher / "enhanced_tt" / "scoring"
     assert (scoring / "SI_SDR").read_text() != stale_model.first_scores
     mean = json.loads((scoring / "summary.json").read_text())["enhanced"]["SI_SDR"]["mean"]
-    row = next(line for line in (stale_model.recipe / "RESULTS.md").read_text().splitlines()
-               if line.startswith("| teacher |"))
+    table = (stale_model.recipe / "RESULTS.md").read_text().split("\n## tt\n")[1]
+    row = next(line for line in table.splitlines() if line.startswith("| teacher |"))
     assert f"| {mean:.3f} |" in row  # RESULTS.md shows the model configured now
 
 
