@@ -8,6 +8,7 @@ the same three spectrograms pairwise several times.
 """
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Callable, Dict, NamedTuple, Union
 
@@ -93,4 +94,8 @@ def get_distance(name: str, **kwargs) -> PatchDistance:
     """Patch distance by name (see :data:`DISTANCES`); ``kwargs`` bind its options (e.g. ``beta``)."""
     if name not in DISTANCES:
         raise ValueError(f"distance={name!r} is unknown; choose one of {sorted(DISTANCES)}")
+    options = [p for p in inspect.signature(DISTANCES[name]).parameters if p not in ("a", "b", "layout")]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:  # a partial would accept them and fail at the first batch
+        raise ValueError(f"distance={name}: distance_conf has unknown option(s) {unknown}; options of {name}: {options}")
     return partial(DISTANCES[name], **kwargs) if kwargs else DISTANCES[name]

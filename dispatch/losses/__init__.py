@@ -109,7 +109,7 @@ def build_kd_loss(name: str, **conf) -> torch.nn.Module:
             raise ValueError(f"kd_loss={name}: kd_loss_conf: {problem}")
     try:
         return cls(**conf)
-    except (TypeError, ValueError) as e:  # TypeError: a value of the wrong type, e.g. n_fft: "512"
+    except (TypeError, ValueError, ArithmeticError) as e:  # TypeError: a value of the wrong type
         raise ValueError(f"kd_loss={name}: kd_loss_conf: {e}") from e
 
 

@@ -89,6 +89,9 @@ class DISPatchLoss(torch.nn.Module):
             raise ValueError(f"selection={selection!r} is not one of {SELECTIONS}")
         if not (isinstance(topk, (int, float)) and 0.0 < topk <= 1.0):
             raise ValueError(f"topk={topk!r}: the selected fraction must lie in (0, 1]")
+        for option, value in (("n_fft", n_fft), ("hop_length", hop_length), ("win_length", win_length), ("fs", fs)):
+            if value is not None and value < 1:
+                raise ValueError(f"{option}={value!r}: must be a positive integer")
         win_length = win_length or n_fft
         if win_length > n_fft or hop_length < 1:
             raise ValueError(f"STFT options n_fft={n_fft}, win_length={win_length}, hop_length={hop_length} do not fit")
