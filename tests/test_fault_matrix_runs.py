@@ -208,7 +208,7 @@ def stale_model(tmp_path_factory) -> SimpleNamespace:
     """Stages 7-9 with a given teacher, scored without PESQ; the teacher's weights then change (retrained).
 
     Runs: formatting; --stage 8 before any enhancement; enhancement and scoring; the same again (skips);
-    (weights changed) --stage 9 alone; --stage 7 to 9.
+    packing; (weights changed) --stage 9 alone; --stage 7 to 9; packing.
     """
     recipe = make_recipe(tmp_path_factory.mktemp("stale"), "")
     teacher = make_teacher(recipe / "teacher_a")
@@ -219,6 +219,7 @@ def stale_model(tmp_path_factory) -> SimpleNamespace:
     runs.first = enh_kd(recipe, "--stage", "7", "--stop_stage", "8", *opts)
     runs.first_scores = (teacher / "enhanced_tt" / "scoring" / "SI_SDR").read_text()
     runs.again = enh_kd(recipe, "--stage", "7", "--stop_stage", "8", *opts)
+    runs.packed = enh_kd(recipe, "--stage", "11", "--stop_stage", "11", *opts)
     weights = teacher / "valid.loss.best.pth"
     state = torch.load(weights, map_location="cpu")
     torch.manual_seed(1)
@@ -226,6 +227,7 @@ def stale_model(tmp_path_factory) -> SimpleNamespace:
     runs.stale_results = enh_kd(recipe, "--stage", "9", "--stop_stage", "9", *opts)
     runs.results_written_when_stale = (recipe / "RESULTS.md").exists()
     runs.redone = enh_kd(recipe, "--stage", "7", "--stop_stage", "9", *opts)
+    runs.repacked = enh_kd(recipe, "--stage", "11", "--stop_stage", "11", *opts)
     return runs
 
 
@@ -265,6 +267,14 @@ def test_1e_a_changed_model_is_enhanced_and_scored_again(stale_model):
     table = (stale_model.recipe / "RESULTS.md").read_text().split("\n## tt\n")[1]
     row = next(line for line in table.splitlines() if line.startswith("| teacher |"))
     assert f"| {mean:.3f} |" in row  # RESULTS.md shows the model configured now
+
+
+def test_1e_a_changed_model_is_packed_again(stale_model):
+    assert stale_model.packed.returncode == 0, log_of(stale_model.packed)
+    log = log_of(stale_model.repacked)
+    assert stale_model.repacked.returncode == 0, log
+    assert ("Stage 11: repacking teacher, the inputs changed: model teacher_a/valid.loss.best.pth changed; "
+            "results was not recorded") in log
 
 
 def test_3b_without_pesq_the_pictures_are_ranked_by_a_scored_metric(stale_model):

@@ -418,11 +418,20 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
         name=${entry%%=*}; dir=${entry#*=}
         if [ ! -d "${dir}" ]; then log "Stage 11: ${name} was given packed (${dir}): not repacked"; continue; fi
         _zip=${dir}/packed_${name}.zip
-        if [ -f "${_zip}" ]; then log "Stage 11: ${_zip} exists"; continue; fi
+        # The zip holds the weights, the config and RESULTS.md: repacked when one of them changed.
+        _fp=(--file "model=${dir}/${inference_model}" --file "train_config=${dir}/config.yaml")
+        [ -f "${results_md}" ] && _fp+=(--file "results=${results_md}")
+        if [ -f "${_zip}" ]; then
+            if _why=$(${python} -m dispatch.fingerprint check "${_zip}.inputs.json" "${_fp[@]}"); then
+                log "Stage 11: ${_zip} exists"; continue
+            fi
+            log "Stage 11: repacking ${name}, the inputs changed: ${_why}"
+        fi
         log "Stage 11: packing ${name} -> ${_zip}"
         _opts=(); [ -f "${results_md}" ] && _opts+=(--option "${results_md}")
         ${python} -m dispatch.bin.pack_student --exp_dir "${dir}" --model_file "${inference_model}" \
             --outpath "${_zip}" "${_opts[@]}"
+        ${python} -m dispatch.fingerprint write "${_zip}.inputs.json" "${_fp[@]}"
     done
 fi
 
