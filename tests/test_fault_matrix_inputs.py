@@ -339,3 +339,20 @@ def test_8a_enh_kd_sh_passes_format_args_to_stage_2(recipe):  # noqa: F811
     assert done.returncode == 0, done.stderr
     assert "downmixed 1 file(s) to mono" in done.stdout + done.stderr
     assert validate_data_dir(recipe / "dump" / "raw" / "tr", fs=FS) == 3
+
+
+def test_8d_a_piped_recording_cut_by_segments_is_run_once_per_check_and_conversion(tmp_path, capsys):
+    seg = segments_dir(tmp_path, "rec_a-0000 rec_a 0.0 0.5\nrec_a-0001 rec_a 0.5 1.0\nrec_a-0002 rec_a 1.0 -1\n"
+                                 "rec_b-0000 rec_b 0.0 0.5\n")
+    runs = tmp_path / "runs.txt"
+    for name, kind in (("wav.scp", "noisy"), ("spk1.scp", "clean")):
+        (seg / name).write_text("".join(f"{r} echo {r}_{kind} >> {runs}; cat {seg / f'{r}_{kind}.wav'} |\n"
+                                        for r in ("rec_a", "rec_b")))
+    dump = tmp_path / "dump"
+    assert format_dir(seg, dump, capsys).code == 0
+    assert validate_data_dir(dump, fs=FS) == 4
+    noisy, clean, _ = formatted(dump, "rec_a-0001")
+    assert np.array_equal(noisy, sf.read(seg / "rec_a_noisy.wav")[0][FS // 2: FS])
+    assert np.array_equal(clean, sf.read(seg / "rec_a_clean.wav")[0][FS // 2: FS])
+    counts = {line: runs.read_text().splitlines().count(line) for line in set(runs.read_text().splitlines())}
+    assert counts == {f"{r}_{k}": 2 for r in ("rec_a", "rec_b") for k in ("noisy", "clean")}  # checked, converted

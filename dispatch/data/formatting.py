@@ -59,6 +59,9 @@ class PairResult:
     over: Optional[Tuple[str, str, float]] = None  # (list name, entry, peak): refused, nothing written
 
 
+_WHOLE: dict = {}  # this process's last archive entries / command outputs that segments are cut from
+
+
 def _referable(entry: str, fs: int) -> bool:
     if entry_kind(entry) != "file":
         return False
@@ -72,11 +75,16 @@ def _read_side(entry: str, segment: Optional[Segment], job: PairJob, name: str, 
         info = probe(entry)
         start, stop = segment_frames(segment, info.samplerate, info.frames) if segment else (0, None)
         data, rate = read_entry(entry, start, stop)
-    else:  # an archive entry or a command: read whole, once
+    elif segment is None:  # an archive entry or a command: read whole
         data, rate = read_entry(entry)
-        if segment is not None:
-            start, stop = segment_frames(segment, rate, len(data))
-            data = data[start:stop]
+    else:  # ... once for all the segments of its recording (jobs come grouped by recording)
+        if entry not in _WHOLE:
+            if len(_WHOLE) >= 2:
+                _WHOLE.clear()  # noisy and clean of one recording at a time
+            _WHOLE[entry] = read_entry(entry)
+        data, rate = _WHOLE[entry]
+        start, stop = segment_frames(segment, rate, len(data))
+        data = data[start:stop]
     if data.ndim == 2:
         if data.shape[1] > 1:
             if not job.downmix:
@@ -127,10 +135,18 @@ def convert_pairs(jobs: Sequence[PairJob], nj: int = 1) -> List[PairResult]:
     Raises:
         ValueError: the first unreadable pair, naming its utterance and entry.
     """
+    # Grouped by recording, so that a command or archive entry cut by segments is read once per process.
+    order = sorted(range(len(jobs)), key=lambda i: (jobs[i].noisy, jobs[i].clean, i))
+    work = [jobs[i] for i in order]
     if nj <= 1 or len(jobs) <= 1:
-        return [_convert_pair(job) for job in jobs]
-    with Pool(min(nj, len(jobs))) as pool:
-        return pool.map(_convert_pair, jobs, chunksize=max(1, min(64, len(jobs) // nj)))
+        done = [_convert_pair(job) for job in work]
+    else:
+        with Pool(min(nj, len(jobs))) as pool:
+            done = pool.map(_convert_pair, work, chunksize=max(1, min(64, len(jobs) // nj)))
+    results: List[Optional[PairResult]] = [None] * len(jobs)
+    for i, result in zip(order, done):
+        results[i] = result
+    return results
 
 
 def prepare_copies(copies_dir: Path, options: dict) -> None:
