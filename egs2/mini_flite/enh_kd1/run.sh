@@ -47,6 +47,7 @@ fi
     --valid_set valid \
     --test_sets "test" \
     --inference_model valid.si_snr_loss.best.pth \
+    --score_metrics pesq_wb,stoi,estoi,si_sdr,sdr,csig,cbak,covl \
     --local_data_opts "${local_data_opts}" \
     --teacher_config conf/train_teacher.yaml \
     --teacher_model "${teacher_model}" \
