@@ -85,17 +85,18 @@ def ref_loss(S, T, Y, bands, edges_of_frame, dists, k, mode, per_band_terms, n_f
     return float(loss), mask
 
 
-def ref_crossover(mag):
-    """Per frame: argmax of the relative first difference of the running maximum over frequency."""
+def ref_crossover(mag, floor=0):
+    """Per frame: argmax of the relative first difference of the running maximum over frequency,
+    both taken from bin ``floor`` up (0: DFKD's reference definition)."""
     F, TT = mag.shape
     out = []
     for t in range(TT):
         cm, run = [], -1.0
-        for f in range(F):
+        for f in range(floor, F):
             run = max(run, float(mag[f, t]))
             cm.append(run)
-        rel = [(cm[f + 1] - cm[f]) / (cm[f] + EPS) for f in range(F - 1)]
-        out.append(max(range(F - 1), key=lambda i: (rel[i], -i)))
+        rel = [(cm[i + 1] - cm[i]) / (cm[i] + EPS) for i in range(len(cm) - 1)]
+        out.append(floor + max(range(len(rel)), key=lambda i: (rel[i], -i)))
     return out
 
 
@@ -191,6 +192,38 @@ def test_crossover_matches_loop():
     got = dfkd_crossover(mag)
     for b in range(2):
         assert got[b].tolist() == ref_crossover(mag[b])
+
+
+@pytest.mark.parametrize("floor", [1, 5, 31])
+def test_crossover_with_floor_matches_loop_and_never_goes_below(floor):
+    mag = torch.rand(2, 33, 9)
+    mag[:, 0] = 1e-6  # a near-silent DC bin: the reference crossover sits on it in every frame
+    assert (dfkd_crossover(mag) == 0).all()
+    got = dfkd_crossover(mag, floor_bin=floor)
+    assert (got >= floor).all() and (got <= 31).all()
+    for b in range(2):
+        assert got[b].tolist() == ref_crossover(mag[b], floor)
+    with pytest.raises(ValueError, match="floor_bin=32: expected 0..31 for 33 frequency bins"):
+        dfkd_crossover(mag, floor_bin=32)
+
+
+def test_dfkd_crossover_floor_hz_matches_loop():
+    S, T, Y = specs(seed=4)
+    # n_fft 64 at 16 kHz: 250 Hz per bin; a 1000 Hz floor is bin 4.
+    cross = [ref_crossover(T[b].abs(), floor=4) for b in range(2)]
+    loss = DFKDLoss(bands=[(3, 1), (8, 1)], selection="topk", topk=0.6, n_fft=64, crossover_floor_hz=1000)
+    assert loss.crossover_floor_bin == 4
+    want, mask = ref_loss(
+        S, T, Y, [(3, 1), (8, 1)], lambda b, t: [0, cross[b][t] + 1], [ref_cosine, ref_high(0.5)], 0.6, "topk", True
+    )
+    assert loss_on_specs(loss, S, T, Y) == pytest.approx(want, abs=1e-6)
+    assert torch.equal(loss.last_selection, mask)
+    reference = DFKDLoss(bands=[(3, 1), (8, 1)], selection="topk", topk=0.6, n_fft=64)
+    assert DFKDLoss(bands=[(3, 1), (8, 1)], n_fft=64, crossover_floor_hz=0).crossover_floor_bin == 0
+    assert loss_on_specs(reference, S, T, Y) != pytest.approx(want, abs=1e-6)
+    assert isinstance(build_kd_loss("dfkd", crossover_floor_hz=250.0), DFKDLoss)
+    with pytest.raises(ValueError, match=r"crossover_floor_hz=8000: expected 0 Hz up to below fs/2 = 8000 Hz"):
+        DFKDLoss(n_fft=64, crossover_floor_hz=8000)
 
 
 def test_mssp_crossover_matches_loop():

@@ -7,24 +7,31 @@ import torch
 
 from dispatch.distances import get_distance
 from dispatch.losses.dispatch_loss import DISPatchLoss
+from dispatch.patches import PatchLayout, crossover_band_edges, patch_layout
 
 
-def dfkd_crossover(teacher_mag: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def dfkd_crossover(teacher_mag: torch.Tensor, eps: float = 1e-8, floor_bin: int = 0) -> torch.Tensor:
     """Per-frame crossover bin of DFKD's frequency adapter.
 
     The cumulative maximum of the teacher magnitude over frequency is taken; its relative first
     difference ``(cm[f + 1] - cm[f]) / (cm[f] + eps)`` peaks at the crossover bin ``f``, the last bin of
-    the low band.
+    the low band. With ``floor_bin > 0`` the same rule is applied to the bins from ``floor_bin`` up
+    (the cumulative maximum starts there), so the crossover is never below the floor.
 
     Args:
         teacher_mag: (..., freq, time) magnitude spectrogram.
+        eps: keeps the relative difference finite on silent bins.
+        floor_bin: lowest bin the crossover may take (0: the reference definition).
 
     Returns:
-        (..., time) long crossover bin in ``[0, freq - 2]``.
+        (..., time) long crossover bin in ``[floor_bin, freq - 2]``.
     """
-    cm = teacher_mag.cummax(dim=-2).values
+    n_freq = teacher_mag.shape[-2]
+    if not 0 <= floor_bin <= n_freq - 2:
+        raise ValueError(f"floor_bin={floor_bin}: expected 0..{n_freq - 2} for {n_freq} frequency bins")
+    cm = teacher_mag[..., floor_bin:, :].cummax(dim=-2).values
     rel = (cm[..., 1:, :] - cm[..., :-1, :]) / (cm[..., :-1, :] + eps)
-    return rel.argmax(dim=-2)
+    return rel.argmax(dim=-2) + floor_bin
 
 
 class DFKDLoss(DISPatchLoss):
@@ -39,10 +46,17 @@ class DFKDLoss(DISPatchLoss):
     Knowledge Gap Score uses the same band distances against the clean target and each band selects
     its own top-k.
 
+    The reference crossover falls on or next to DC in most frames (on the mini corpus' clean test speech
+    28% of frames at bin 0 and 71% at bins 0-1 with n_fft 512 at 16 kHz), which makes MSSP's low band
+    nearly empty; ``crossover_floor_hz`` starts the search above a floor frequency instead (see
+    egs2/mini_flite/enh_kd1/README.md for the measured distributions).
+
     Args:
         beta: weight of the cosine term in the high band (reference: 0.5).
         bands: patch size per band ``[(low_bins, frames), (high_bins, frames)]``; None = whole bands.
         selection: ``"all"`` (plain DFKD) or a DISPatch selection (see :class:`DISPatchLoss`).
+        crossover_floor_hz: lowest frequency the crossover may take, in Hz (rounded to a bin at ``fs``
+            and ``n_fft``); 0 is the reference definition.
         **kwargs: STFT and selection options of :class:`DISPatchLoss`.
 
     Shape:
@@ -61,6 +75,7 @@ class DFKDLoss(DISPatchLoss):
         bands: Optional[Sequence[Sequence[int]]] = None,
         selection: str = "all",
         n_fft: int = 512,
+        crossover_floor_hz: float = 0.0,
         **kwargs,
     ):
         if not 0.0 <= beta <= 1.0:
@@ -80,3 +95,21 @@ class DFKDLoss(DISPatchLoss):
             **kwargs,
         )
         self.beta = beta
+        floor_bin = round(float(crossover_floor_hz) * n_fft / self.fs)
+        if not 0 <= floor_bin <= n_fft // 2 - 1:
+            raise ValueError(
+                f"crossover_floor_hz={crossover_floor_hz!r}: expected 0 Hz up to below fs/2 = {self.fs / 2:g} Hz"
+            )
+        self.crossover_floor_hz = float(crossover_floor_hz)
+        self.crossover_floor_bin = floor_bin
+
+    def layout(
+        self, teacher_spec: torch.Tensor, frame_valid: Optional[torch.Tensor], teacher_mag: Optional[torch.Tensor] = None
+    ) -> PatchLayout:
+        """As :meth:`DISPatchLoss.layout`, with the crossover searched from ``crossover_floor_hz`` up."""
+        if not self.crossover_floor_bin:
+            return super().layout(teacher_spec, frame_valid, teacher_mag)
+        mag = teacher_spec.abs() if teacher_mag is None else teacher_mag
+        crossover = dfkd_crossover(mag, floor_bin=self.crossover_floor_bin)
+        band, start = crossover_band_edges(crossover, teacher_spec.shape[1])
+        return patch_layout(band, start, self.patch_sizes, teacher_spec.shape, frame_valid)
