@@ -283,6 +283,24 @@ def test_3b_without_pesq_the_pictures_are_ranked_by_a_scored_metric(stale_model)
     assert (stale_model.recipe / "exp" / "report" / "index.html").is_file()
 
 
+def test_1f_a_kd_student_of_another_teacher_is_refused_before_any_work(tmp_path):
+    recipe = make_recipe(tmp_path, "")
+    write_data_dir(recipe / "dump" / "raw", "tt", 1, seed=0)
+    make_teacher(recipe / "teacher_a")
+    (recipe / "conf" / "kd_x.yaml").write_text("kd_loss: dispatch\n")
+    student = make_teacher(recipe / "exp" / "student_student_kd_x")  # as stage 6 names it
+    old_teacher = tmp_path / "old_teacher.pth"
+    old_teacher.write_bytes(b"the weights it was trained with")
+    fingerprint.write(student / ".teacher.json", fingerprint.describe(files=[("teacher", old_teacher)]))
+    run = enh_kd(recipe, "--stage", "7", "--stop_stage", "9", "--teacher_model", "teacher_a",
+                 "--skip_baseline", "true", "--kd_configs", "conf/kd_x.yaml")
+    assert run.returncode == 1
+    assert ("Error: stage 7: exp/student_student_kd_x was trained with another teacher than teacher_a (teacher "
+            "teacher_a/valid.loss.best.pth (was " + str(old_teacher) + ") changed): move or remove "
+            "exp/student_student_kd_x (or give another --tag_suffix) and run stage 6") in log_of(run)
+    assert not list(recipe.glob("**/enhanced_tt"))
+
+
 @pytest.mark.parametrize("stage, stop_stage, message", [
     ("1", "2", "Error: --test_sets nope: data/nope/wav.scp does not exist (stage 1, local/data.sh, writes data/<set>)"),
     ("7", "9", "Error: --test_sets nope: dump/raw/nope/wav.scp does not exist: format it first (--stage 2)"),

@@ -195,10 +195,31 @@ enh_inputs() {  # enh_inputs <test set>: the array _fp of the inputs of its enha
          --value "fs=${fs}" --value "inference_args=${inference_args}")
     [ -z "${inference_config}" ] || _fp+=(--file "inference_config=${inference_config}")
 }
+# A KD student records the teacher it learned from (<exp>/.teacher.json: the teacher's weights by content,
+# as training finds them); one trained with another teacher is not resumed, enhanced or reported as a
+# student of the teacher configured now.
+kd_teacher_inputs() {  # the array _tfp (the teacher is resolved once per run)
+    if [ -z "${_teacher_weights:-}" ]; then
+        _teacher_weights=$(${python} -m dispatch.bin.resolve_teacher "${teacher_exp}") || {
+            log "Error: cannot use the teacher ${teacher_exp} (resolve_teacher says why above)"; exit 1; }
+        _teacher_weights=${_teacher_weights#* }
+    fi
+    _tfp=(--file "teacher=${_teacher_weights}")
+}
+check_kd_teacher() {  # check_kd_teacher <stage> <model dir>: nothing to check without a record
+    local _why
+    [ -f "$2/.teacher.json" ] || return 0
+    kd_teacher_inputs
+    if ! _why=$(${python} -m dispatch.fingerprint check "$2/.teacher.json" "${_tfp[@]}"); then
+        log "Error: stage $1: $2 was trained with another teacher than ${teacher_exp} (${_why}): move or remove $2 (or give another --tag_suffix) and run stage 6 to train it with this teacher"
+        exit 1
+    fi
+}
 check_enhanced() {  # check_enhanced <stage>: every model's enhanced test sets exist and are current
     local _entry _name _dir _set _out _why
     for _entry in "${models[@]}"; do
         _name=${_entry%%=*}; _dir=${_entry#*=}
+        check_kd_teacher "$1" "${_dir}"
         for _set in ${test_sets}; do
             _out=$(out_dir "${_dir}")/enhanced_${_set}
             [ -f "${_out}/spk1.scp" ] || {
@@ -317,7 +338,12 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     for kd_config in ${kd_configs}; do
         _dir=$(kd_exp "${kd_config}")
         log "Stage 6: KD student training: ${student_config} + ${kd_config} -> ${_dir}"
+        check_kd_teacher 6 "${_dir}"
         mkdir -p "${_dir}"
+        if [ ! -f "${_dir}/.teacher.json" ]; then
+            kd_teacher_inputs
+            ${python} -m dispatch.fingerprint write "${_dir}/.teacher.json" "${_tfp[@]}"
+        fi
         ${python} -m dispatch.bin.merge_configs "${_dir}/train_config.yaml" "${student_config}" "${kd_config}"
         # shellcheck disable=SC2086
         train "${_dir}" "${_dir}/train_config.yaml" "${_teacher_opts[@]}" ${student_args}
@@ -325,6 +351,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    for entry in "${models[@]}"; do check_kd_teacher 7 "${entry#*=}"; done  # before any work
     for entry in "${models[@]}"; do
         name=${entry%%=*}; dir=${entry#*=}
         model_files "${dir}"
