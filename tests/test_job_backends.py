@@ -102,12 +102,39 @@ def test_run_pl_job_array(tmp_path, env):
         assert_log(tmp_path / f"log/x.{job}.log", f"echo job {job}", f"job {job}")
 
 
+def one_cpu() -> None:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
 def test_run_pl_max_jobs_run(tmp_path, env):
     timed = ["bash", "-c", "date +%s.%N; sleep 0.4; date +%s.%N"]
     run(RUN_PL, "--max-jobs-run", 2, "JOB=1:4", "lim/x.JOB.log", *timed, env=env, cwd=tmp_path)
-    run(RUN_PL, "JOB=1:4", "all/x.JOB.log", *timed, env=env, cwd=tmp_path)
+    run(RUN_PL, "--max-jobs-run", 4, "JOB=1:4", "all/x.JOB.log", *timed, env=env, cwd=tmp_path)
+    run(RUN_PL, "-tc", 3, "JOB=1:4", "tc/x.JOB.log", *timed, env=env, cwd=tmp_path)  # GridEngine's form
     assert max_overlap(sorted((tmp_path / "lim").glob("*.log"))) == 2
     assert max_overlap(sorted((tmp_path / "all").glob("*.log"))) == 4
+    assert max_overlap(sorted((tmp_path / "tc").glob("*.log"))) == 3
+
+
+def test_run_pl_default_max_jobs(tmp_path, env):
+    """As Kaldi's run.pl: at most one job per CPU this process may use, or per GPU with --gpu > 0."""
+    timed = ["bash", "-c", "date +%s.%N; sleep 0.4; date +%s.%N"]
+    for folder, args, extra_env in (("cpu", [], {}), ("gpu", ["--gpu", 1], {"CUDA_VISIBLE_DEVICES": "0,1"})):
+        proc = subprocess.run([str(RUN_PL), *map(str, args), "JOB=1:4", f"{folder}/x.JOB.log", *timed],
+                              check=False, capture_output=True, text=True, env=dict(env, **extra_env),
+                              cwd=tmp_path, timeout=60, preexec_fn=one_cpu)
+        assert proc.returncode == 0, proc.stderr
+    assert max_overlap(sorted((tmp_path / "cpu").glob("*.log"))) == 1  # one CPU
+    assert max_overlap(sorted((tmp_path / "gpu").glob("*.log"))) == 2  # two GPUs
+
+
+def test_run_pl_ignores_other_backends_options(tmp_path, env):
+    proc = run(RUN_PL, "--queue", "all.q", "-q", "g.q", "-V", "-pe", "smp", 4, "--mem", "4G",
+               "JOB=1:2", "--time", "1:00:00", "log/x.JOB.log", "echo", "JOB", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "run.pl: ignoring --queue all.q, -q g.q, -V, -pe smp 4 (options of other job backends)" in proc.stderr
+    assert "--mem" not in proc.stderr  # an option of run.pl's interface, ignored silently
+    assert_log(tmp_path / "log/x.2.log", "echo 2", "2")
 
 
 def test_run_pl_failure(tmp_path, env):
@@ -143,7 +170,6 @@ def test_run_pl_interrupt_kills_jobs(tmp_path, env):
 
 @pytest.mark.parametrize("args, message", [
     (["--gpu", "two", "log", "true"], "--gpu expects an integer >= 0, got 'two'"),
-    (["--queue", "a", "log", "true"], "unknown option --queue"),
     (["JOB=1:2", "log", "true"], "does not contain JOB"),
     (["JOB=3:2", "log.JOB", "true"], "empty job range JOB=3:2"),
     (["--num_nodes", "2", "log", "true"], "--num_nodes must be 1"),
@@ -170,32 +196,87 @@ def test_launch_accepts_run_pl(tmp_path, env):
 
 # ---------------------------------------------------------------- slurm.pl
 
+def submitted(tmp_path) -> str:
+    """The arguments of the last (fake) sbatch call."""
+    return (tmp_path / "fake_slurm/sbatch.args").read_text().splitlines()[-1]
+
+
 def test_slurm_pl_script_and_array(tmp_path, env):
     conf = tmp_path / "slurm.conf"
-    conf.write_text("# cluster defaults\nmem 2G\ntime 1:00:00\n"
+    conf.write_text("# cluster defaults, the older 'key value' format\nmem 2G\ntime 1:00:00\n"
                     "sbatch --account=me\nsbatch_gpu --partition=gpu\nsbatch_cpu --partition=cpu\n")
     proc = run(SLURM_PL, "--config", conf, "--gpu", 2, "--num_threads", 4, "--mem", "8G",
                "--num_nodes", 2, "--max-jobs-run", 2, "JOB=1:3", "exp/log/stats.JOB.log",
                "python", "-c", "import sys; print('task', sys.argv[1])", "JOB", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     script = (tmp_path / "exp/log/q/stats.sh").read_text()
-    sbatch = {line for line in script.splitlines() if line.startswith("#SBATCH")}
-    assert {"#SBATCH --gres=gpu:2", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=8G",
-            "#SBATCH --time=1:00:00", "#SBATCH --nodes=2", "#SBATCH --job-name=stats",
-            "#SBATCH --account=me", "#SBATCH --partition=gpu"} <= sbatch
-    assert "#SBATCH --partition=cpu" not in sbatch
-    assert "--array=1-3%2" in (tmp_path / "fake_slurm/sbatch.args").read_text()
+    assert "#SBATCH --job-name=stats" in script
+    args = submitted(tmp_path).split()
+    assert args[0] == "--account=me" and args[-1] == str(tmp_path / "exp/log/q/stats.sh")
+    assert {"--gres=gpu:2", "--partition=gpu", "--cpus-per-task=4", "--mem=8G", "--time=1:00:00",
+            "--nodes=2", "--array=1-3%2"} <= set(args)
+    assert "--partition=cpu" not in args
+    assert f"# Submitted by utils/slurm.pl as: sbatch {submitted(tmp_path)}" in script
     for task in (1, 2, 3):
         command = f"python -c 'import sys; print('\"'\"'task'\"'\"', sys.argv[1])' {task}"
         assert_log(tmp_path / f"exp/log/stats.{task}.log", command, f"task {task}")
 
 
+# ESPnet's egs2/TEMPLATE/*/conf/slurm.conf, in Kaldi's format.
+ESPNET_SLURM_CONF = """\
+# Default configuration
+command sbatch --export=PATH
+option name=* --job-name $0
+default time=24:00:00
+option time=* --time $0
+option mem=* --mem-per-cpu $0
+option mem=0
+option num_threads=* --cpus-per-task $0
+option num_threads=1 --cpus-per-task 1
+option num_nodes=* --nodes $0
+default gpu=0
+option gpu=0 -p cpu
+option gpu=* -p gpu --gres=gpu:$0 -c $0  # Recommend allocating more CPU than, or equal to the number of GPU
+# note: the --max-jobs-run option is supported as a special case
+# by slurm.pl and you don't have to handle it in the config file.
+"""
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--gpu", 2, "--mem", "4G"], "--export=PATH -p gpu --gres=gpu:2 -c 2 --mem-per-cpu 4G --time 24:00:00"),
+    (["--num_threads", 4, "--time", "2:00:00"], "--export=PATH --cpus-per-task 4 --time 2:00:00 -p cpu"),
+    (["--mem", 0, "--name", "train"], "--export=PATH --job-name train -p cpu --time 24:00:00"),
+])
+def test_slurm_pl_kaldi_config(tmp_path, env, args, expected):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/slurm.conf").write_text(ESPNET_SLURM_CONF)
+    # conf/slurm.conf is read without --config, as by Kaldi's slurm.pl
+    proc = run(SLURM_PL, *args, "JOB=1:2", "log/x.JOB.log", "echo", "JOB", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    words = submitted(tmp_path).split()
+    assert words[:-2] == expected.split() and words[-2] == "--array=1-2"
+    assert_log(tmp_path / "log/x.2.log", "echo 2", "2")
+
+
+def test_slurm_pl_kaldi_config_refuses_and_ignores(tmp_path, env):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("command sbatch\noption gpu=0 -p cpu\noption gpu=1 -p gpu --gres=gpu:1\n"
+                    "option queue=* --qos $0\n")
+    proc = run(SLURM_PL, "--config", conf, "--gpu", 2, "log/x.log", "true", env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"--gpu 2 is not allowed by {conf} (it describes gpu=0, gpu=1)" in proc.stderr
+    # an option the config describes is mapped, one it does not is ignored with a note
+    proc = run(SLURM_PL, "--config", conf, "--queue", "long", "-l", "h_rt=1:00:00", "--gpu", 1,
+               "log/x.log", "true", env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert submitted(tmp_path).startswith("-p gpu --gres=gpu:1 ") and " --qos long " in submitted(tmp_path)
+    assert f"ignoring -l h_rt=1:00:00: not described in {conf}" in proc.stderr
+
+
 def test_slurm_pl_single_cpu_job(tmp_path, env):
     proc = run(SLURM_PL, "--name", "train", "exp/train.log", "echo a b | wc -w", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    script = (tmp_path / "exp/q/train.sh").read_text()
-    assert "#SBATCH --cpus-per-task=1" in script and "--gres" not in script
-    assert "--array" not in (tmp_path / "fake_slurm/sbatch.args").read_text()
+    assert submitted(tmp_path).split() == ["--cpus-per-task=1", "--nodes=1", str(tmp_path / "exp/q/train.sh")]
     assert_log(tmp_path / "exp/train.log", "echo a b | wc -w", "2")
 
 
@@ -204,8 +285,10 @@ def test_slurm_pl_example_config(tmp_path, env):
     for gpu, partition in ((1, "gpu"), (0, "cpu")):
         proc = run(SLURM_PL, "--config", conf, "--gpu", gpu, f"log/{partition}.log", "true", env=env, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
-        script = (tmp_path / f"log/q/{partition}.sh").read_text()
-        assert f"#SBATCH --partition={partition}\n" in script and "#SBATCH --mem=8G\n" in script
+        gres = " --gres=gpu:1" if gpu else ""
+        # --num_threads and --num_nodes are not described there: the built-in rules and defaults apply
+        assert submitted(tmp_path) == (f"--export=PATH -p {partition}{gres} --cpus-per-task=1 --mem 8G "
+                                       f"--time 2-00:00:00 --nodes=1 {tmp_path}/log/q/{partition}.sh")
 
 
 @pytest.mark.parametrize("backend, cuda_cmd", [
@@ -260,6 +343,9 @@ def test_slurm_pl_interrupt_cancels(tmp_path, env):
     ("partition gpu\n", "slurm.conf:1: unknown option --partition"),
     ("# x\nmem\n", "slurm.conf:2: 'mem' needs a value"),
     ("gpu one\n", "slurm.conf:1: --gpu expects an integer >= 0, got 'one'"),
+    ("command sbatch\noption gpu 1\n", "slurm.conf:2: cannot parse 'option gpu 1'"),
+    ("default gpu=x\n", "slurm.conf:1: --gpu expects an integer >= 0, got 'x'"),
+    ("option gpu=0\nsbatch_gpu -p gpu\n", "both describe --gpu"),
 ])
 def test_slurm_pl_bad_config(tmp_path, env, conf, message):
     (tmp_path / "slurm.conf").write_text(conf)
@@ -282,6 +368,6 @@ def test_launch_multi_node_with_slurm_pl(tmp_path, env):
          "--", "python", "-c", "import sys; print(sys.argv)"],
         check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "#SBATCH --nodes=2" in (tmp_path / "exp/q/train.sh").read_text()
+    assert "--nodes=2" in submitted(tmp_path).split()
     log = (tmp_path / "exp/train.log").read_text()
     assert "'--dist_launcher', 'slurm'" in log and "'--dist_backend', 'gloo'" in log

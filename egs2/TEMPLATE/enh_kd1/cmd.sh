@@ -5,18 +5,22 @@
 #   python -m espnet2.bin.launch --cmd "${cuda_cmd} --name train" --log exp/x/train.log --ngpu 1 -- ...
 # Options: --gpu N, --num_threads N, --mem X, --time X, --num_nodes N, --max-jobs-run N,
 # --name X, --config F; a later option wins, so a stage can override the defaults set here.
+# Options of other job backends (--queue X, -q X, -l X, -V, ...) are ignored with a note.
 #
 # Choose the backend with the CMD_BACKEND environment variable (or edit the default below):
-#   local  utils/run.pl: runs the jobs on this machine, all at once unless --max-jobs-run;
-#          --mem/--time/--name are ignored and no GPU is assigned (set CUDA_VISIBLE_DEVICES).
-#   slurm  utils/slurm.pl: submits to Slurm with sbatch (job arrays for JOB=a:b) and waits;
-#          --gpu N -> --gres=gpu:N, --num_threads -> --cpus-per-task, --mem, --time,
-#          --num_nodes -> --nodes.  Batch scripts go to <logdir>/q/.
-#          conf/slurm.conf holds the cluster's defaults, one "key value" per line:
-#            <option> <value>   default of a slurm.pl option, e.g. "mem 8G", "time 2-00:00:00"
-#            sbatch <args>      sbatch arguments for every job, e.g. "sbatch --account=myproj"
-#            sbatch_gpu <args>  only for jobs with --gpu > 0, e.g. "sbatch_gpu --partition=gpu"
-#            sbatch_cpu <args>  only for jobs without GPUs, e.g. "sbatch_cpu --partition=cpu"
+#   local  utils/run.pl: runs the jobs on this machine, at most one per CPU at once (one per GPU
+#          with --gpu > 0) unless --max-jobs-run N; --mem/--time/--name are ignored and no GPU is
+#          assigned (set CUDA_VISIBLE_DEVICES).
+#   slurm  utils/slurm.pl: submits to Slurm with sbatch (job arrays for JOB=a:b) and waits.
+#          conf/slurm.conf maps the options to sbatch arguments in Kaldi's format, as the
+#          conf/slurm.conf of ESPnet and Kaldi recipes (copy your cluster's one there):
+#            command sbatch --export=PATH        the submit command
+#            option gpu=* -p gpu --gres=gpu:$0   --gpu N -> these arguments ($0 = N)
+#            option gpu=0 -p cpu                 --gpu 0 -> these (wins over the * line)
+#            default time=24:00:00               the value when a stage does not give --time
+#          Options it does not describe: --gpu N -> --gres=gpu:N, --num_threads -> --cpus-per-task,
+#          --mem, --time, --num_nodes -> --nodes.  The older "key value" lines (mem 8G,
+#          sbatch_gpu --partition=gpu, ...) are still read.  Batch scripts go to <logdir>/q/.
 # e.g. CMD_BACKEND=slurm ./run.sh --stage 4
 cmd_backend=${CMD_BACKEND:-local}
 

@@ -10,13 +10,18 @@ file for its option parsing and command quoting, so both accept the same command
 
 Options (each takes a value; '-' and '_' are the same in names; a later occurrence wins,
 so callers such as espnet2.bin.launch can append to a preset "${cuda_cmd}"):
-  --max-jobs-run N   run at most N jobs at once (default: all)
+  --max-jobs-run N   run at most N jobs at once (also GridEngine's -tc N).  Default, as in
+                     Kaldi's run.pl: the number of CPUs this process may use (os.sched_getaffinity),
+                     or with --gpu > 0 the number of GPUs (CUDA_VISIBLE_DEVICES if set, else
+                     `nvidia-smi -L`; 1 if neither tells)
   --gpu N            accepted but no GPU is assigned: jobs see the caller's
                      CUDA_VISIBLE_DEVICES, so a user's own device selection is respected
   --num_threads N    only reported in the log footer
   --num_nodes N      must be 1 (use slurm.pl for several nodes)
   --mem X, --time X, --name X, --config F
                      accepted and ignored (they matter to slurm.pl)
+Any other option (--queue X, -q X, -l X, -V, -pe ENV N, ...: options of other job backends such as
+Kaldi's queue.pl) is ignored with a note on stderr, as Kaldi's run.pl ignores them.
 
 JOB=a:b (any upper/lower-case name, or JOB=a for one job) runs jobs a..b; the string JOB
 in LOGFILE and COMMAND is replaced by the job index.
@@ -54,6 +59,9 @@ USAGE = "usage: {prog} [options] [JOB=a:b] LOGFILE COMMAND..."
 # Options with integer values, and their smallest allowed value.
 INT_OPTIONS = {"max_jobs_run": 1, "gpu": 0, "num_threads": 1, "num_nodes": 1}
 OPTIONS = (*INT_OPTIONS, "mem", "time", "name", "config")
+# GridEngine options without a value, and with two values (qsub -pe smp 4).
+FLAG_SWITCHES = ("-V",)
+TWO_VALUE_SWITCHES = ("-pe",)
 
 JOB_ARRAY = re.compile(r"^([A-Za-z_]\w*)=(\d+)(?::(\d+))?$")
 # Words kept unquoted so that Kaldi-style `a \| b` and `\> file` still work.
@@ -69,6 +77,8 @@ class Request:
     log: str
     command: str
     options: dict[str, str | int] = field(default_factory=dict)
+    # Options outside OPTIONS, as given (["--queue", "all.q"], ["-V"], ...): each backend decides.
+    other: list[list[str]] = field(default_factory=list)
     var: str | None = None  # name of the job-index variable, e.g. "JOB"
     first: int = 1
     last: int = 1
@@ -83,10 +93,7 @@ class Request:
 
 
 def check_option(name: str, value: str, prog: str, where: str = "") -> str | int:
-    """Validate one option value; integer options are returned as int."""
-    if name not in OPTIONS:
-        sys.exit(f"{prog}: {where}unknown option --{name}; expected one of: "
-                 + ", ".join(f"--{o}" for o in OPTIONS))
+    """Validate the value of one of OPTIONS; integer options are returned as int."""
     if name not in INT_OPTIONS:
         return value
     low = INT_OPTIONS[name]
@@ -103,16 +110,33 @@ def shell_join(words: list[str]) -> str:
 
 
 def parse_command_line(argv: list[str], prog: str) -> Request:
-    """Parse `[options] [JOB=a:b] [options] LOGFILE COMMAND...` (options may follow JOB=)."""
+    """Parse `[options] [JOB=a:b] [options] LOGFILE COMMAND...` (options may follow JOB=).
+
+    Options in OPTIONS are validated into Request.options; any other option (``--x v``, ``-x v``, the
+    GridEngine forms ``-V`` and ``-pe env n``) is kept as given in Request.other; ``-tc N`` is
+    --max-jobs-run."""
     options: dict[str, str | int] = {}
+    other: list[list[str]] = []
     array = None
     while argv:
-        if argv[0].startswith("--"):
-            if len(argv) < 2:
-                sys.exit(f"{prog}: option {argv[0]} needs a value\n" + USAGE.format(prog=prog))
-            name = argv[0][2:].replace("-", "_")
-            options[name] = check_option(name, argv[1], prog)
-            argv = argv[2:]
+        if argv[0].startswith("-") and argv[0] != "-":
+            switch = argv[0]
+            if switch in FLAG_SWITCHES:
+                other.append([switch])
+                argv = argv[1:]
+                continue
+            size = 3 if switch in TWO_VALUE_SWITCHES else 2
+            if len(argv) < size:
+                sys.exit(f"{prog}: option {switch} needs a value\n" + USAGE.format(prog=prog))
+            name = "max_jobs_run" if switch == "-tc" else switch.lstrip("-").replace("-", "_")
+            if switch.startswith("--") or switch == "-tc":
+                if name in OPTIONS:
+                    options[name] = check_option(name, argv[1], prog)
+                else:
+                    other.append(argv[:size])
+            else:
+                other.append(argv[:size])
+            argv = argv[size:]
         elif array is None and JOB_ARRAY.match(argv[0]):
             array = JOB_ARRAY.match(argv[0])
             argv = argv[1:]
@@ -120,7 +144,7 @@ def parse_command_line(argv: list[str], prog: str) -> Request:
             break
     if len(argv) < 2:
         sys.exit(f"{prog}: expected LOGFILE and COMMAND after the options\n" + USAGE.format(prog=prog))
-    request = Request(log=argv[0], command=shell_join(argv[1:]), options=options)
+    request = Request(log=argv[0], command=shell_join(argv[1:]), options=options, other=other)
     if array:
         request.var = array.group(1)
         request.first = int(array.group(2))
@@ -242,8 +266,38 @@ def interrupt(signum: int, _frame) -> None:
     raise KeyboardInterrupt(signum)
 
 
+def count_gpus() -> int:
+    """GPUs a job of this machine can see: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`; 0 if unknown."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d for d in visible.split(",") if d.strip()]
+        return 0 if devices in ([], ["NoDevFiles"], ["-1"]) else len(devices)
+    try:
+        proc = subprocess.run(["nvidia-smi", "-L"], check=False, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(line.startswith("GPU ") for line in proc.stdout.splitlines()) if proc.returncode == 0 else 0
+
+
+def default_max_jobs(gpu: int) -> int:
+    """Kaldi run.pl's default --max-jobs-run: the CPUs this process may use, or the GPUs with --gpu > 0."""
+    if gpu > 0:
+        found = count_gpus()
+        if found == 0:
+            print("run.pl: warning: could not count the GPUs (CUDA_VISIBLE_DEVICES, nvidia-smi -L); "
+                  "running one job at a time (give --max-jobs-run N)", file=sys.stderr)
+        return max(found, 1)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def main(argv: list[str]) -> int:
     request = parse_command_line(argv, "run.pl")
+    if request.other:
+        print("run.pl: ignoring " + ", ".join(shlex.join(o) for o in request.other)
+              + " (options of other job backends)", file=sys.stderr)
     if request.options.get("num_nodes", 1) > 1:
         sys.exit("run.pl: --num_nodes must be 1 (run.pl runs on this machine); use slurm.pl")
     tasks = request.tasks()
@@ -251,7 +305,8 @@ def main(argv: list[str]) -> int:
     # Also SIGINT: a shell starting us in the background would have it ignored otherwise.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, interrupt)
-    pool = ThreadPoolExecutor(max_workers=request.options.get("max_jobs_run", len(tasks)))
+    limit = request.options.get("max_jobs_run") or default_max_jobs(int(request.options.get("gpu", 0)))
+    pool = ThreadPoolExecutor(max_workers=max(1, min(limit, len(tasks))))
     try:
         codes = list(pool.map(runner.run_job, tasks))
     except KeyboardInterrupt as e:
