@@ -11,7 +11,14 @@ Outputs (under --output_dir; the unprocessed input of --noisy_scp goes to <outpu
     summary.json   {"config": ..., "enhanced": {METRIC: {mean, std, count, num_nan}}, "noisy": ...}
     result.txt     the same summary as a table
 Per-utterance scores are appended to partial_scores.jsonl while running, so a killed run resumes
-where it stopped; a rerun whose summary.json matches the arguments does nothing. The arguments include the
+where it stopped; a rerun whose summary.json matches the arguments does nothing.
+
+Split into jobs (stage 8 of enh_kd.sh runs them through ``${decode_cmd} JOB=1:N``, so that on a cluster the
+scoring runs on its nodes): ``--num_parts N --part J`` scores the J-th of N shares of the utterances into
+partial_scores.J.jsonl (and writes nothing else), then ``--merge`` (same other arguments) writes the outputs
+from every partial file, refusing while an utterance is unscored; ``--check`` exits 0 when summary.json is
+complete for the arguments, else 1. A part reuses the scores of every partial file with the same arguments,
+whatever split wrote them. The arguments include the
 lists' text and the size and modification time of every audio file they name: audio rewritten under
 the same names is rescored.
 """
@@ -47,6 +54,7 @@ from dispatch.scoring.inputs import (
 )
 
 PARTIAL = "partial_scores.jsonl"
+PARTIAL_GLOB = "partial_scores*.jsonl"  # the one of a whole run and those of --part J (partial_scores.J.jsonl)
 SUMMARY = "summary.json"
 RESULT = "result.txt"
 Scores = Dict[str, float]
@@ -76,6 +84,39 @@ def file_fingerprint(path: Optional[str]) -> Optional[Dict[str, str]]:
             "audio_sha256": audio_digest(path)}
 
 
+def read_partial(path: Path, config: dict, warn: bool = True) -> Optional[List[dict]]:
+    """The records of a partial file written with ``config`` (lines torn by a kill dropped); None if it
+    is missing or was written with other arguments."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    try:
+        same_config = json.loads(lines[0]).get("config") == config
+    except (IndexError, json.JSONDecodeError):
+        same_config = False
+    if not same_config:
+        if warn:
+            logging.warning(f"{path} was written with other arguments; starting afresh")
+        return None
+    records = []
+    for line in lines[1:]:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # torn by a kill
+    return records
+
+
+def scored_already(output_dir: Path, config: dict) -> Dict[Tuple[str, str], Scores]:
+    """Scores in every partial file of ``output_dir`` written with ``config`` (any split)."""
+    done: Dict[Tuple[str, str], Scores] = {}
+    for path in sorted(output_dir.glob(PARTIAL_GLOB)):
+        for record in read_partial(path, config, warn=False) or []:
+            done[record["system"], record["utt"]] = record["scores"]
+    return done
+
+
 class PartialScores:
     """Append-only JSON-lines cache of finished utterances, valid only for one configuration.
 
@@ -86,31 +127,12 @@ class PartialScores:
     def __init__(self, path: Path, config: dict):
         self.path = path
         self.done: Dict[Tuple[str, str], Scores] = {}
-        records = self._read(config)
+        records = read_partial(path, config) or []
+        for record in records:
+            self.done[record["system"], record["utt"]] = record["scores"]
         lines = [json.dumps({"config": config})] + [json.dumps(r) for r in records]
         atomic_write(path, "".join(line + "\n" for line in lines))  # drops a torn last line
         self._file = open(path, "a", encoding="utf-8")
-
-    def _read(self, config: dict) -> List[dict]:
-        if not self.path.exists():
-            return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        try:
-            same_config = json.loads(lines[0]).get("config") == config
-        except (IndexError, json.JSONDecodeError):
-            same_config = False
-        if not same_config:
-            logging.warning(f"{self.path} was written with other arguments; starting afresh")
-            return []
-        records = []
-        for line in lines[1:]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn by a kill
-            self.done[record["system"], record["utt"]] = record["scores"]
-            records.append(record)
-        return records
 
     def add(self, system: str, utt: str, scores: Scores) -> None:
         self.done[system, utt] = scores
@@ -207,26 +229,74 @@ def is_complete(output_dir: Path, config: dict) -> bool:
         return False
 
 
-def plan_jobs(ref_scp: Optional[str], system_scps: Dict[str, str], scorer: Scorer, tolerance_s: float) -> List[Job]:
-    """Read the lists and check every pair's headers (keys, rates, lengths) before any scoring."""
+def list_jobs(ref_scp: Optional[str], system_scps: Dict[str, str]) -> List[Job]:
+    """Every (system, utterance) to score, in list order; the lists must name the same utterances."""
     ref = None if ref_scp is None else read_scp(ref_scp)
     jobs = []
     for system, scp in system_scps.items():
         entries = read_scp(scp)
         if ref is not None:
             check_same_keys(ref, entries, ref_scp, scp)
-        for utt, path in entries.items():
-            ref_path = None if ref is None else ref[utt]
-            fs = check_pair(utt, path, ref_path, tolerance_s)
-            try:
-                scorer.check_rate(fs)
-            except ValueError as e:
-                raise ScoringInputError(f"{utt}: {path}: {e}") from None
-            jobs.append(Job(system, utt, path, ref_path))
+        jobs += [Job(system, utt, path, None if ref is None else ref[utt]) for utt, path in entries.items()]
     return jobs
 
 
-def score(args: argparse.Namespace) -> None:
+def check_jobs(jobs: Sequence[Job], scorer: Scorer, tolerance_s: float) -> None:
+    """Check every pair's headers (rates, lengths) before any scoring."""
+    for job in jobs:
+        fs = check_pair(job.utt, job.est_path, job.ref_path, tolerance_s)
+        try:
+            scorer.check_rate(fs)
+        except ValueError as e:
+            raise ScoringInputError(f"{job.utt}: {job.est_path}: {e}") from None
+
+
+def plan_jobs(ref_scp: Optional[str], system_scps: Dict[str, str], scorer: Scorer, tolerance_s: float) -> List[Job]:
+    """Read the lists and check every pair's headers (keys, rates, lengths) before any scoring."""
+    jobs = list_jobs(ref_scp, system_scps)
+    check_jobs(jobs, scorer, tolerance_s)
+    return jobs
+
+
+def share(jobs: Sequence[Job], part: int, num_parts: int) -> List[Job]:
+    """The ``part``-th (1-based) of ``num_parts`` interleaved shares of the jobs."""
+    return list(jobs[part - 1::num_parts])
+
+
+def score_jobs(jobs: Sequence[Job], partial: Path, config: dict, scorer: Scorer, tolerance_s: float,
+               nj: int) -> None:
+    """Score the jobs not in any partial file of the folder yet, appending to ``partial``."""
+    done = scored_already(partial.parent, config)
+    cache = PartialScores(partial, config)
+    todo = [job for job in jobs if (job.system, job.utt) not in done and (job.system, job.utt) not in cache.done]
+    logging.info(f"scoring {len(todo)} of {len(jobs)} utterances ({len(jobs) - len(todo)} scored already) "
+                 f"with {nj} process(es)")
+    try:
+        with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="enh_score", unit="utt") as bar:
+            for system, utt, scores in _run(todo, scorer, tolerance_s, nj):
+                cache.add(system, utt, scores)
+                bar.update()
+    finally:
+        cache.close()
+
+
+def merge(output_dir: Path, jobs: Sequence[Job], system_scps: Dict[str, str], metrics: Sequence[str],
+          config: dict) -> None:
+    """Write the outputs from the partial files (every utterance must be scored), then remove them."""
+    done = scored_already(output_dir, config)
+    missing = [job for job in jobs if (job.system, job.utt) not in done]
+    if missing:
+        raise ScoringInputError(
+            f"{len(missing)} of {len(jobs)} utterances are not scored yet in {output_dir} "
+            f"(e.g. {', '.join(f'{j.system} {j.utt}' for j in missing[:5])}): run every --part first")
+    utts_of = {system: [job.utt for job in jobs if job.system == system] for system in system_scps}
+    write_outputs(output_dir, done, utts_of, metrics, config)
+    for path in output_dir.glob(PARTIAL_GLOB):
+        path.unlink()
+    logging.info(f"wrote {output_dir / RESULT}:\n{(output_dir / RESULT).read_text(encoding='utf-8')}")
+
+
+def score(args: argparse.Namespace) -> int:
     names = args.metrics or list(NON_INTRUSIVE_DEFAULT if args.no_ref else DEFAULT)
     scorer = Scorer(names, composite_pesq=args.composite_pesq, dnsmos_dir=args.dnsmos_dir)
     if args.no_ref and scorer.needs_ref:
@@ -234,6 +304,10 @@ def score(args: argparse.Namespace) -> None:
         raise ScoringInputError(f"--no_ref allows reference-free metrics only, not {intrusive}")
     if not args.no_ref and args.ref_scp is None:
         raise ScoringInputError("--ref_scp is required unless --no_ref is given")
+    if args.part is not None and not 1 <= args.part <= args.num_parts:
+        raise ScoringInputError(f"--part {args.part} is not between 1 and --num_parts {args.num_parts}")
+    if sum((args.part is not None, args.merge, args.check)) > 1:
+        raise ScoringInputError("give at most one of --part, --merge and --check")
     ref_scp = None if args.no_ref else args.ref_scp
 
     config = {
@@ -248,28 +322,26 @@ def score(args: argparse.Namespace) -> None:
     output_dir = Path(args.output_dir)
     if is_complete(output_dir, config):
         logging.info(f"{output_dir / SUMMARY} is complete for these arguments; nothing to do")
-        return
+        return 0
+    if args.check:
+        return 1
 
     system_scps = {"enhanced": args.inf_scp}
     if args.noisy_scp is not None:
         system_scps["noisy"] = args.noisy_scp
-    jobs = plan_jobs(ref_scp, system_scps, scorer, args.length_tolerance)
+    jobs = list_jobs(ref_scp, system_scps)
+    if args.merge:
+        merge(output_dir, jobs, system_scps, scorer.names, config)
+        return 0
+    mine = jobs if args.part is None else share(jobs, args.part, args.num_parts)
+    check_jobs(mine, scorer, args.length_tolerance)
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    cache = PartialScores(output_dir / PARTIAL, config)
-    todo = [job for job in jobs if (job.system, job.utt) not in cache.done]
-    logging.info(f"scoring {len(todo)} of {len(jobs)} utterances ({len(jobs) - len(todo)} cached) with {args.nj} jobs")
-    try:
-        with tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="enh_score", unit="utt") as bar:
-            for system, utt, scores in _run(todo, scorer, args.length_tolerance, args.nj):
-                cache.add(system, utt, scores)
-                bar.update()
-    finally:
-        cache.close()
-    utts_of = {system: [job.utt for job in jobs if job.system == system] for system in system_scps}
-    write_outputs(output_dir, cache.done, utts_of, scorer.names, config)
-    (output_dir / PARTIAL).unlink()
-    logging.info(f"wrote {output_dir / RESULT}:\n{(output_dir / RESULT).read_text(encoding='utf-8')}")
+    partial = output_dir / (PARTIAL if args.part is None else f"partial_scores.{args.part}.jsonl")
+    score_jobs(mine, partial, config, scorer, args.length_tolerance, args.nj)
+    if args.part is None:
+        merge(output_dir, jobs, system_scps, scorer.names, config)
+    return 0
 
 
 def metric_list(text: str) -> List[str]:
@@ -296,6 +368,11 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no_ref", action="store_true", help="no reference: reference-free metrics only")
     parser.add_argument("--nj", type=int, default=1, help="number of worker processes")
+    parser.add_argument("--num_parts", type=int, default=1, help="number of shares the utterances are split into")
+    parser.add_argument("--part", type=int, help="score only this share (1..num_parts), into partial_scores.<part>.jsonl")
+    parser.add_argument("--merge", action="store_true", help="write the outputs from the scored parts")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 0 if summary.json is complete for these arguments, else 1; scores nothing")
     parser.add_argument(
         "--length_tolerance", type=float, default=0.02,
         help="seconds by which an estimate may differ in length from its reference (both are cut to the shorter)",
@@ -311,14 +388,14 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
-        score(args)
+        return score(args)
     except (ScoringInputError, MetricError, DNSMOSUnavailableError) as e:
         sys.exit(f"enh_score: error: {e}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

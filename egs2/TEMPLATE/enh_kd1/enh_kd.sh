@@ -275,14 +275,23 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "Stage 2: formatting data/ -> ${data_feats}/ at ${fs} Hz, with validation"
+    # The conversion runs as ${decode_cmd} JOB=1:N jobs (on the cluster's nodes with slurm.pl), one share of
+    # the recordings each, between a preparing and a merging step here (dispatch.bin.format_data).
     for dset in ${train_set} ${valid_set} ${test_sets}; do
-        _opts=""
+        _fmt=("data/${dset}" "${data_feats}/${dset}" --fs "${fs}")
         if [ "${dset}" = "${train_set}" ] || [ "${dset}" = "${valid_set}" ]; then
-            _opts="--min_duration ${min_wav_duration}"
+            _fmt+=(--min_duration "${min_wav_duration}")
         fi
-        # shellcheck disable=SC2086
-        ${python} -m dispatch.bin.format_data "data/${dset}" "${data_feats}/${dset}" \
-            --fs "${fs}" --nj "${nj}" ${_opts} ${format_args}
+        # shellcheck disable=SC2206
+        _fmt+=(${format_args})
+        if ${python} -m dispatch.bin.format_data "${_fmt[@]}" --check; then
+            continue  # formatted already (it says so)
+        fi
+        ${python} -m dispatch.bin.format_data "${_fmt[@]}" --prepare
+        _nj=$(min "${nj}" "$(grep -c . "data/${dset}/wav.scp")")
+        ${decode_cmd} JOB=1:"${_nj}" "${data_feats}/${dset}/log/format.JOB.log" \
+            ${python} -m dispatch.bin.format_data "${_fmt[@]}" --num_parts "${_nj}" --part JOB
+        ${python} -m dispatch.bin.format_data "${_fmt[@]}" --merge
     done
 fi
 
@@ -389,11 +398,20 @@ fi
 if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     check_enhanced 8
     _metrics=""; [ -n "${score_metrics}" ] && _metrics="--metrics ${score_metrics}"
-    # score <test set> <estimates scp> <output dir>
+    # score <test set> <estimates scp> <output dir>: ${decode_cmd} JOB=1:N jobs (on the cluster's nodes with
+    # slurm.pl), one share of the utterances each (<output dir>/partial_scores.JOB.jsonl, reused when a
+    # killed run is redone), then the merge here writes the score files and summary.json.
     score() {
-        # shellcheck disable=SC2086
-        ${python} -m dispatch.bin.enh_score --ref_scp "${data_feats}/$1/spk1.scp" \
-            --inf_scp "$2" --output_dir "$3" --nj "${nj}" ${_metrics}
+        local _args _n
+        # shellcheck disable=SC2206
+        _args=(--ref_scp "${data_feats}/$1/spk1.scp" --inf_scp "$2" --output_dir "$3" ${_metrics})
+        if ${python} -m dispatch.bin.enh_score "${_args[@]}" --check; then
+            return 0  # complete for these arguments (it says so)
+        fi
+        _n=$(min "${nj}" "$(grep -c . "$2")")
+        ${decode_cmd} JOB=1:"${_n}" "$3/log/score.JOB.log" \
+            ${python} -m dispatch.bin.enh_score "${_args[@]}" --num_parts "${_n}" --part JOB
+        ${python} -m dispatch.bin.enh_score "${_args[@]}" --merge --log_level WARNING
     }
     for dset in ${test_sets}; do
         log "Stage 8: scoring the unprocessed input of ${dset}"
