@@ -193,6 +193,47 @@ def test_cli_resumes_from_partial_cache(dataset, tmp_path):
     assert not (out / enh_score.PARTIAL).exists()
 
 
+def test_cli_parts_then_merge(dataset, tmp_path):
+    """Stage 8's split: --part J of --num_parts N, each into its own partial file, then --merge."""
+    whole, out = tmp_path / "whole", tmp_path / "parts"
+    args = ("--metrics", "si_sdr,stoi", "--noisy_scp", str(dataset["noisy"]))
+    run_cli(dataset, whole, *args)
+    assert enh_score.main(["--ref_scp", str(dataset["ref"]), "--inf_scp", str(dataset["inf"]),
+                           "--output_dir", str(out), "--check", *args]) == 1
+    run_cli(dataset, out, *args, "--num_parts", "4", "--part", "2")
+    assert sorted(p.name for p in out.iterdir()) == ["partial_scores.2.jsonl"]  # nothing else yet
+    assert len((out / "partial_scores.2.jsonl").read_text().splitlines()) == 1 + 2  # config + 2 of 6 jobs
+    with pytest.raises(SystemExit, match="4 of 6 utterances are not scored yet"):
+        run_cli(dataset, out, *args, "--merge")
+    # the other shares, split another way: what part 2 scored is reused
+    for part in (1, 2):
+        run_cli(dataset, out, *args, "--num_parts", "2", "--part", str(part))
+    run_cli(dataset, out, *args, "--merge")
+    assert not list(out.glob("partial_scores*"))
+    for name in ("SI_SDR", "STOI", "noisy/SI_SDR"):
+        assert read_scores(out / name) == pytest.approx(read_scores(whole / name))
+    assert json.loads((out / "summary.json").read_text()) == json.loads((whole / "summary.json").read_text())
+    assert enh_score.main(["--ref_scp", str(dataset["ref"]), "--inf_scp", str(dataset["inf"]),
+                           "--output_dir", str(out), "--check", *args]) == 0
+
+
+def test_cli_reads_ark_and_pipe_entries_as_stage_2_does(dataset, tmp_path):
+    """One reader of Kaldi lists: archive entries (kaldiio) and piped commands score as their files."""
+    import kaldiio
+
+    files = {utt: entry for utt, entry in (line.split(maxsplit=1) for line in dataset["inf"].read_text().splitlines())}
+    ark = tmp_path / "inf.ark"
+    kaldiio.save_ark(str(ark), {"utt1": (FS, sf.read(files["utt1"], dtype="int16")[0])},
+                     scp=str(tmp_path / "ark.scp"))
+    mixed = tmp_path / "mixed.scp"
+    mixed.write_text(f"utt0 cat {files['utt0']} |\n{(tmp_path / 'ark.scp').read_text().strip()}\n"
+                     f"utt2 {files['utt2']}\n")
+    run_cli(dataset, tmp_path / "plain", "--metrics", "si_sdr")
+    enh_score.main(["--ref_scp", str(dataset["ref"]), "--inf_scp", str(mixed), "--output_dir",
+                    str(tmp_path / "mixed"), "--metrics", "si_sdr", "--log_level", "WARNING"])
+    assert read_scores(tmp_path / "mixed" / "SI_SDR") == pytest.approx(read_scores(tmp_path / "plain" / "SI_SDR"))
+
+
 @needs_dnsmos
 def test_cli_no_ref_dnsmos(dataset, tmp_path):
     out = tmp_path / "scoring"

@@ -1,9 +1,17 @@
-"""Kaldi-style scp lists and audio loading with checks that name the utterance and file."""
-from pathlib import Path
+"""Kaldi-style scp lists and audio loading with checks that name the utterance and file.
+
+Lists are read by :func:`dispatch.data.datadir.read_scp`, the one reader of Kaldi lists (UTF-8, one
+``key value`` per line, no repeated key); entries may be files, archive entries (``a.ark:123``, read
+through kaldiio) or piped commands (``cmd |``), as in stage 2 (:mod:`dispatch.data.audio`).
+"""
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import soundfile as sf
+
+from dispatch.data.audio import probe_entry, read_entry
+from dispatch.data.datadir import DataDirError
+from dispatch.data.datadir import read_scp as read_kaldi_list
 
 
 class ScoringInputError(ValueError):
@@ -11,24 +19,14 @@ class ScoringInputError(ValueError):
 
 
 def read_scp(path: str) -> Dict[str, str]:
-    """``uttid /path/to/audio.wav`` lines -> {uttid: path}, in file order."""
-    entries: Dict[str, str] = {}
+    """``uttid entry`` lines -> {uttid: entry}, in file order (:func:`dispatch.data.datadir.read_scp`'s
+    rules); an empty list is refused too."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        entries = read_kaldi_list(path)
     except OSError as e:
         raise ScoringInputError(f"cannot read scp file {path}: {e.strerror}") from e
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        fields = line.split(maxsplit=1)
-        if len(fields) != 2:
-            raise ScoringInputError(f"{path}:{lineno}: expected 'uttid /path/audio.wav', got {line!r}")
-        utt, audio = fields[0], fields[1].strip()
-        if audio.endswith("|") or ".ark:" in audio:
-            raise ScoringInputError(f"{path}:{lineno}: {utt}: pipes and ark entries are not supported, got {audio!r}")
-        if utt in entries:
-            raise ScoringInputError(f"{path}:{lineno}: utterance {utt} is listed twice")
-        entries[utt] = audio
+    except DataDirError as e:
+        raise ScoringInputError(str(e)) from None
     if not entries:
         raise ScoringInputError(f"scp file {path} lists no utterance")
     return entries
@@ -45,10 +43,11 @@ def check_same_keys(ref: Dict[str, str], est: Dict[str, str], ref_scp: str, est_
 
 
 def audio_info(utt: str, path: str) -> Tuple[int, int]:
-    """(sampling rate, number of samples) of a mono file, from its header."""
+    """(sampling rate, number of samples) of a mono entry, from a file's header (archive entries and
+    commands are read)."""
     try:
-        info = sf.info(path)
-    except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError (a RuntimeError)
+        info = probe_entry(path)
+    except (ValueError, OSError, sf.SoundFileError) as e:
         raise ScoringInputError(f"{utt}: cannot read audio file {path}: {e}") from e
     if info.channels != 1:
         raise ScoringInputError(f"{utt}: {path} has {info.channels} channels, expected mono")
@@ -86,9 +85,7 @@ def load_pair(
 
 def _read(utt: str, path: str) -> np.ndarray:
     try:
-        audio, _ = sf.read(path, dtype="float64")
-    except (OSError, RuntimeError) as e:
+        audio, _ = read_entry(path)  # refuses NaN and infinite samples
+    except (ValueError, OSError, sf.SoundFileError) as e:
         raise ScoringInputError(f"{utt}: cannot read audio file {path}: {e}") from e
-    if not np.all(np.isfinite(audio)):
-        raise ScoringInputError(f"{utt}: {path} contains NaN or infinite samples")
     return audio
