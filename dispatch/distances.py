@@ -19,15 +19,56 @@ from dispatch.patches import PatchLayout
 EPS = 1e-8
 
 
+class _Magnitude(torch.autograd.Function):
+    """``|z|`` as ``sqrt(re^2 + im^2)``, with ``torch.abs``'s gradient ``grad * z / |z|`` and 0 at ``z = 0``."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        mag = _magnitude_values(z)
+        ctx.save_for_backward(z, mag)
+        return mag
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        z, mag = ctx.saved_tensors
+        return z * torch.where(mag > 0, grad / mag, 0.0)
+
+
+def _magnitude_values(z: torch.Tensor) -> torch.Tensor:
+    parts = torch.view_as_real(z)
+    re, im = parts[..., 0], parts[..., 1]
+    return (re * re + im * im).sqrt()
+
+
+def magnitude(z: torch.Tensor) -> torch.Tensor:
+    """Magnitude of a complex tensor, the same values for student, teacher and target.
+
+    ``sqrt(re^2 + im^2)`` is about 3x faster than complex ``abs`` on CPU; it is used for every
+    spectrogram of a loss call so that equal spectra give exactly equal magnitudes (and a Knowledge Gap
+    Score of exactly 0). It differs from ``abs`` by rounding only (``abs`` guards against overflow, which
+    spectrogram magnitudes never reach). The gradient is ``grad * z / |z|``, 0 where ``z = 0``.
+
+    Args:
+        z: complex tensor of any shape.
+
+    Returns:
+        real tensor of the same shape.
+    """
+    if not z.is_complex():
+        return z.abs()
+    return _Magnitude.apply(z) if z.requires_grad else _magnitude_values(z)
+
+
 class Spectrum(NamedTuple):
-    """A complex spectrogram ``z`` and its magnitude ``mag``, both (batch, freq, time)."""
+    """A complex spectrogram ``z`` and its magnitude ``mag`` (:func:`magnitude`), both (batch, freq, time)."""
 
     z: torch.Tensor
     mag: torch.Tensor
 
     @classmethod
     def of(cls, x: Union[torch.Tensor, "Spectrum"]) -> "Spectrum":
-        return x if isinstance(x, Spectrum) else cls(x, x.abs())
+        return x if isinstance(x, Spectrum) else cls(x, magnitude(x))
 
 
 PatchDistance = Callable[[Spectrum, Spectrum, PatchLayout], torch.Tensor]
@@ -67,12 +108,22 @@ def elementwise(error: Callable[[Spectrum, Spectrum], torch.Tensor]) -> PatchDis
 def complex_cosine(a: Spectrum, b: Spectrum, layout: PatchLayout, eps: float = EPS) -> torch.Tensor:
     """``1 - Re<a, b> / (|a| |b|)`` with the inner product over each patch's bins.
 
-    Silent patches (zero energy) give 1 and a finite gradient.
+    Silent patches (zero energy) give 1 and a finite gradient. The norms are ``sqrt`` of each patch's
+    energy, multiplied afterwards: for a patch of one real bin (DC or Nyquist, e.g. DFKD's low band when
+    the crossover is bin 0) the cosine is then exactly 0 or 2 in any precision (``sqrt(x * x) == |x|``
+    in IEEE arithmetic), rather than 1 - 1 +- rounding noise that would rank such patches at random.
     """
     a, b = Spectrum.of(a), Spectrum.of(b)
-    inner = layout.pool((a.z * b.z.conj()).real)
-    norms = layout.pool(a.mag.pow(2)) * layout.pool(b.mag.pow(2))
-    return 1.0 - inner / norms.clamp(min=eps * eps).sqrt()
+    z = torch.view_as_real(a.z) * torch.view_as_real(b.z)
+    inner = layout.pool(z[..., 0] + z[..., 1])  # Re(a conj(b)) = re_a re_b + im_a im_b
+    norms = _sqrt0(layout.pool(a.mag * a.mag)) * _sqrt0(layout.pool(b.mag * b.mag))
+    return 1.0 - inner / norms.clamp(min=eps)
+
+
+def _sqrt0(x: torch.Tensor) -> torch.Tensor:
+    """``sqrt(x)`` for ``x >= 0`` with gradient 0 (not inf) at 0: empty and silent patches stay finite."""
+    positive = x > 0
+    return torch.where(positive, x, 1.0).sqrt() * positive
 
 
 def cosine_mag_l2(a: Spectrum, b: Spectrum, layout: PatchLayout, beta: float = 0.5) -> torch.Tensor:

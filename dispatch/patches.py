@@ -147,3 +147,194 @@ def patch_layout(
     ones = torch.ones(index.shape, device=device)
     counts = patch_sum(ones, index, num_bands * slots_per_band)
     return PatchLayout(index=index, counts=counts, num_bands=num_bands, slots_per_band=slots_per_band)
+
+
+# ------------------------------------------------------------------------------------------ fast layouts
+# The layouts below hold the same slots, counts and pooled values as :func:`patch_layout` (sums up to
+# rounding) without a per-bin index: fixed band edges pool by pad-and-view, a per-frame crossover by
+# float64 cumulative sums gathered at the patch boundaries. Their ``index`` (needed only to spread slot
+# values back onto bins, e.g. for ``last_selection``) is built on first use by :func:`patch_layout`.
+
+
+def _slot_grid(n_freq: int, n_frames: int, patch_sizes: Sequence[PatchSize]) -> Tuple[int, int]:
+    """(freq patches, time patches) reserved per band: the most any band can need, as in :func:`patch_layout`."""
+    return max(math.ceil(n_freq / f) for f, _ in patch_sizes), max(math.ceil(n_frames / t) for _, t in patch_sizes)
+
+
+def block_sum(x: torch.Tensor, size: PatchSize, grid: Tuple[int, int]) -> torch.Tensor:
+    """Sums over ``size = (freq_bins, frames)`` blocks from bin 0 and frame 0, by zero-pad and view.
+
+    Args:
+        x: (batch, freq, time); the last block of each axis may be cut short.
+        size: block height and width.
+        grid: (freq blocks, time blocks) of the output, at least the blocks ``x`` needs; the rest are 0.
+
+    Returns:
+        (batch, grid[0], grid[1]) sums.
+    """
+    batch, n_freq, n_frames = x.shape
+    (pf, pt), (fp_out, tp_out) = size, grid
+    fp, tp = math.ceil(n_freq / pf), math.ceil(n_frames / pt)
+    if fp * pf != n_freq or tp * pt != n_frames:
+        x = torch.nn.functional.pad(x, (0, tp * pt - n_frames, 0, fp * pf - n_freq))
+    sums = x.reshape(batch, fp, pf, tp, pt).sum(dim=(2, 4)) if pt > 1 else x.reshape(batch, fp, pf, n_frames).sum(2)
+    if (fp, tp) != (fp_out, tp_out):
+        sums = torch.nn.functional.pad(sums, (0, tp_out - tp, 0, fp_out - fp))
+    return sums
+
+
+def block_spread(values: torch.Tensor, size: PatchSize, shape: Tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`block_sum`'s grouping: each block's value on each of its bins.
+
+    Args:
+        values: (batch, freq blocks, time blocks), at least as many as ``shape`` needs.
+        size: block height and width.
+        shape: (freq, time) of the output.
+
+    Returns:
+        (batch, freq, time).
+    """
+    (pf, pt), (n_freq, n_frames) = size, shape
+    fp, tp = math.ceil(n_freq / pf), math.ceil(n_frames / pt)
+    v = values[:, :fp, :tp]
+    batch = v.shape[0]
+    return v[:, :, None, :, None].expand(batch, fp, pf, tp, pt).reshape(batch, fp * pf, tp * pt)[:, :n_freq, :n_frames]
+
+
+class _LazyIndex:
+    """``index`` built on first use by :func:`patch_layout` (the general layout), for ``to_bins`` callers."""
+
+    _index: Optional[torch.Tensor] = None
+
+    def general(self) -> PatchLayout:
+        raise NotImplementedError
+
+    @property
+    def index(self) -> torch.Tensor:
+        if self._index is None:
+            self._index = self.general().index
+        return self._index
+
+    def by_band(self, x: torch.Tensor) -> torch.Tensor:
+        """View slot values (batch, num_slots) as (batch, bands, slots_per_band)."""
+        return x.view(x.shape[0], self.num_bands, self.slots_per_band)
+
+    @property
+    def num_slots(self) -> int:
+        return self.num_bands * self.slots_per_band
+
+
+class GridLayout(_LazyIndex):
+    """Fixed band edges: each band is a regular grid of patches, pooled by pad-and-view.
+
+    Slots, counts and sums are those of ``patch_layout(*fixed_band_edges(...), ...)``.
+
+    Args:
+        bounds: first bin of every band and ``n_freq`` at the end, increasing (``[0, *edges, n_freq]``).
+        patch_sizes: ``(freq_bins, frames)`` per band.
+        shape: spectrogram size (batch, freq, time).
+        frame_valid: (batch, time) bool, frames inside each utterance; None = all.
+        device: where counts live.
+    """
+
+    def __init__(self, bounds: Sequence[int], patch_sizes: Sequence[PatchSize], shape: Tuple[int, int, int],
+                 frame_valid: Optional[torch.Tensor] = None, device=None):
+        self.bounds, self.patch_sizes, self.shape = list(bounds), [tuple(p) for p in patch_sizes], tuple(shape)
+        self.frame_valid = frame_valid
+        self.num_bands = len(self.patch_sizes)
+        self.grid = _slot_grid(shape[1], shape[2], self.patch_sizes)
+        self.slots_per_band = self.grid[0] * self.grid[1]
+        batch = shape[0] if frame_valid is not None else 1
+        ones = torch.ones(batch, shape[1], shape[2], device=device)
+        counts = self.pool(ones)
+        self.counts = counts.expand(shape[0], -1) if frame_valid is None else counts
+        # Every row (utterance, band) has the same number of patches when no frame is cut off and all
+        # bands have the same count: top-k then needs no per-row rank (see select_topk's n_valid).
+        per_band = [math.ceil((hi - lo) / f) * math.ceil(shape[2] / t)
+                    for (lo, hi), (f, t) in zip(zip(self.bounds[:-1], self.bounds[1:]), self.patch_sizes)]
+        self.uniform_valid = per_band[0] if frame_valid is None and len(set(per_band)) == 1 else None
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum ``x`` (batch, freq, time) over the bins of each patch: (batch, num_slots)."""
+        if self.frame_valid is not None:
+            x = x * self.frame_valid.unsqueeze(1)
+        parts = [block_sum(x[:, lo:hi], size, self.grid)
+                 for lo, hi, size in zip(self.bounds[:-1], self.bounds[1:], self.patch_sizes)]
+        return torch.stack(parts, dim=1).flatten(1)
+
+    def to_bins(self, slot_values: torch.Tensor) -> torch.Tensor:
+        """Spread slot values (batch, num_slots) back onto bins: (batch, freq, time); 0 (False) outside."""
+        v = slot_values.view(slot_values.shape[0], self.num_bands, *self.grid)
+        out = torch.cat([block_spread(v[:, i], size, (hi - lo, self.shape[2])) for i, (lo, hi, size) in
+                         enumerate(zip(self.bounds[:-1], self.bounds[1:], self.patch_sizes))], dim=1)
+        if self.frame_valid is not None:
+            out = out.masked_fill(~self.frame_valid.unsqueeze(1), 0)
+        return out
+
+    def general(self) -> PatchLayout:
+        device = self.counts.device
+        band, start = fixed_band_edges(self.shape[1], self.bounds[1:-1], device=device)
+        return patch_layout(band, start, self.patch_sizes, self.shape, self.frame_valid)
+
+
+class CrossoverLayout(_LazyIndex):
+    """Two bands split per frame at a crossover bin: patch sums from cumulative sums over frequency.
+
+    Per frame, band 0 holds bins ``0..crossover`` and band 1 bins ``crossover+1..freq-1``, each cut into
+    patches of its height from its first bin, then grouped over frames by its width. A patch's sum is
+    the difference of a float64 cumulative sum at its two boundaries (float32 would lose the small
+    high-frequency patches next to large low-frequency sums and flip selections). Slots, counts and sums
+    are those of ``patch_layout(*crossover_band_edges(...), ...)``.
+
+    Args:
+        crossover: (batch, time) long, last bin of the low band in each frame, in ``[0, freq - 2]``.
+        patch_sizes: ``(freq_bins, frames)`` of the two bands.
+        n_freq: number of frequency bins F.
+        frame_valid: (batch, time) bool, frames inside each utterance; None = all.
+    """
+
+    uniform_valid = None
+
+    def __init__(self, crossover: torch.Tensor, patch_sizes: Sequence[PatchSize], n_freq: int,
+                 frame_valid: Optional[torch.Tensor] = None):
+        if len(patch_sizes) != 2:
+            raise ValueError(f"a crossover splits two bands; got {len(patch_sizes)} patch sizes")
+        batch, n_frames = crossover.shape
+        self.crossover, self.patch_sizes, self.frame_valid = crossover, [tuple(p) for p in patch_sizes], frame_valid
+        self.shape = (batch, n_freq, n_frames)
+        self.num_bands = 2
+        self.grid = _slot_grid(n_freq, n_frames, self.patch_sizes)
+        self.slots_per_band = self.grid[0] * self.grid[1]
+        edge = crossover.unsqueeze(1) + 1  # (batch, 1, time) first bin of the high band
+        start = torch.stack([torch.zeros_like(edge), edge], dim=1)  # (batch, 2, 1, time)
+        end = torch.stack([edge, torch.full_like(edge, n_freq)], dim=1)
+        height = torch.tensor([f for f, _ in self.patch_sizes], device=crossover.device).view(1, 2, 1, 1)
+        steps = torch.arange(self.grid[0] + 1, device=crossover.device).view(1, 1, -1, 1)
+        bounds = torch.minimum(start + steps * height, end)  # (batch, 2, freq patches + 1, time)
+        self.bounds = bounds.flatten(1, 2)
+        self.counts = self._group_frames(bounds.diff(dim=2).to(torch.get_default_dtype()))
+
+    def _group_frames(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """(batch, 2, freq patches, time) per-frame patch values -> (batch, num_slots), frames grouped."""
+        if self.frame_valid is not None:
+            per_frame = per_frame * self.frame_valid[:, None, None, :]
+        batch = per_frame.shape[0]
+        if all(t == 1 for _, t in self.patch_sizes):
+            return per_frame.reshape(batch, -1)
+        parts = [block_sum(per_frame[:, i], (1, t), self.grid) for i, (_, t) in enumerate(self.patch_sizes)]
+        return torch.stack(parts, dim=1).flatten(1)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum ``x`` (batch, freq, time) over the bins of each patch: (batch, num_slots)."""
+        batch, _, n_frames = x.shape
+        csum = torch.nn.functional.pad(x.to(torch.float64).cumsum(dim=1), (0, 0, 1, 0))  # (batch, freq + 1, time)
+        at_bounds = csum.gather(1, self.bounds).view(batch, 2, self.grid[0] + 1, n_frames)
+        return self._group_frames(at_bounds.diff(dim=2)).to(x.dtype)
+
+    def to_bins(self, slot_values: torch.Tensor) -> torch.Tensor:
+        """Spread slot values (batch, num_slots) back onto bins: (batch, freq, time); 0 (False) outside."""
+        return PatchLayout.to_bins(self, slot_values)
+
+    def general(self) -> PatchLayout:
+        band, start = crossover_band_edges(self.crossover, self.shape[1])
+        return patch_layout(band, start, self.patch_sizes, self.shape, self.frame_valid)

@@ -5,9 +5,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from dispatch.distances import get_distance
+from dispatch.distances import get_distance, magnitude
 from dispatch.losses.dispatch_loss import DISPatchLoss
-from dispatch.patches import PatchLayout, crossover_band_edges, patch_layout
+from dispatch.patches import CrossoverLayout, PatchLayout, crossover_band_edges, patch_layout
 
 
 def dfkd_crossover(teacher_mag: torch.Tensor, eps: float = 1e-8, floor_bin: int = 0) -> torch.Tensor:
@@ -109,7 +109,9 @@ class DFKDLoss(DISPatchLoss):
         """As :meth:`DISPatchLoss.layout`, with the crossover searched from ``crossover_floor_hz`` up."""
         if not self.crossover_floor_bin:
             return super().layout(teacher_spec, frame_valid, teacher_mag)
-        mag = teacher_spec.abs() if teacher_mag is None else teacher_mag
+        mag = magnitude(teacher_spec) if teacher_mag is None else teacher_mag
         crossover = dfkd_crossover(mag, floor_bin=self.crossover_floor_bin)
+        if self.fast_layout:
+            return CrossoverLayout(crossover, self.patch_sizes, teacher_spec.shape[1], frame_valid)
         band, start = crossover_band_edges(crossover, teacher_spec.shape[1])
         return patch_layout(band, start, self.patch_sizes, teacher_spec.shape, frame_valid)

@@ -5,8 +5,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from dispatch.distances import PatchDistance, Spectrum, get_distance
-from dispatch.patches import PatchLayout, PatchSize, crossover_band_edges, fixed_band_edges, patch_layout
+from dispatch.distances import PatchDistance, Spectrum, get_distance, magnitude
+from dispatch.patches import (
+    CrossoverLayout,
+    GridLayout,
+    PatchLayout,
+    PatchSize,
+    crossover_band_edges,
+    fixed_band_edges,
+    patch_layout,
+)
 from dispatch.selection import SELECTIONS, knowledge_gap_score, select_patches
 
 BandEdges = Union[None, str, Sequence[float]]
@@ -120,8 +128,12 @@ class DISPatchLoss(torch.nn.Module):
         ]
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
+        # Fast layouts (pad-and-view, cumulative sums) for every configuration; False = the general
+        # index-and-scatter_add layout of dispatch.patches.patch_layout (kept as the reference).
+        self.fast_layout = True
         self._layout_cache: Optional[Tuple[tuple, PatchLayout]] = None
-        self.last_selection: Optional[torch.Tensor] = None
+        self._last: Optional[Tuple[PatchLayout, torch.Tensor]] = None
+        self._last_selection: Optional[torch.Tensor] = None
         self.last_stats: Dict[str, torch.Tensor] = {}
 
     def _parse_edges(self, band_edges: BandEdges, n_bands: int) -> Tuple[bool, List[int]]:
@@ -176,14 +188,23 @@ class DISPatchLoss(torch.nn.Module):
         """
         n_freq = teacher_spec.shape[1]
         reusable = not self.crossover and frame_valid is None
-        key = (tuple(teacher_spec.shape), teacher_spec.device, torch.get_default_dtype())
+        key = (tuple(teacher_spec.shape), teacher_spec.device, torch.get_default_dtype(), self.fast_layout)
         if reusable and self._layout_cache is not None and self._layout_cache[0] == key:
             return self._layout_cache[1]
         if self.crossover:
             from dispatch.losses.dfkd import dfkd_crossover
 
-            mag = teacher_spec.abs() if teacher_mag is None else teacher_mag
-            band, start = crossover_band_edges(dfkd_crossover(mag), n_freq)
+            mag = magnitude(teacher_spec) if teacher_mag is None else teacher_mag
+            crossover = dfkd_crossover(mag)
+            if self.fast_layout:
+                return CrossoverLayout(crossover, self.patch_sizes, n_freq, frame_valid)
+            band, start = crossover_band_edges(crossover, n_freq)
+        elif self.fast_layout:
+            layout = GridLayout([0, *self.edge_bins, n_freq], self.patch_sizes, teacher_spec.shape, frame_valid,
+                                device=teacher_spec.device)
+            if reusable:
+                self._layout_cache = (key, layout)
+            return layout
         else:
             band, start = fixed_band_edges(n_freq, self.edge_bins, device=teacher_spec.device)
         layout = patch_layout(band, start, self.patch_sizes, teacher_spec.shape, frame_valid)
@@ -243,7 +264,8 @@ class DISPatchLoss(torch.nn.Module):
                 score = knowledge_gap_score(
                     self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
                 )
-            selected = select_patches(score, valid, self.topk, self.selection)  # (batch, bands, slots)
+            selected = select_patches(score, valid, self.topk, self.selection,
+                                      getattr(layout, "uniform_valid", None))  # (batch, bands, slots)
             weight = layout.by_band(layout.counts) * selected  # selected bins per slot
 
         weighted = (self.band_distance(student, teacher, layout) * weight).sum(dim=(0, 2))  # (bands,)
@@ -283,9 +305,19 @@ class DISPatchLoss(torch.nn.Module):
         )
         return layout.to_bins(score.flatten(1))
 
+    @property
+    def last_selection(self) -> Optional[torch.Tensor]:
+        """(batch, freq, frames) bool, bins that received KD in the last call (spread onto bins on first read)."""
+        if self._last_selection is None and self._last is not None:
+            layout, selected = self._last
+            with torch.no_grad():
+                self._last_selection = layout.to_bins(selected.flatten(1))
+            self._last = None
+        return self._last_selection
+
     @torch.no_grad()
     def _record(self, layout: PatchLayout, selected, weight, valid) -> None:
-        self.last_selection = layout.to_bins(selected.flatten(1))
+        self._last, self._last_selection = (layout, selected), None
         n_valid = (layout.by_band(layout.counts) * valid).sum(dim=(0, 2))
         n_sel = weight.sum(dim=(0, 2))
         stats = {"selected": n_sel.sum() / n_valid.sum().clamp(min=1)}
