@@ -371,3 +371,42 @@ def test_launch_multi_node_with_slurm_pl(tmp_path, env):
     assert "--nodes=2" in submitted(tmp_path).split()
     log = (tmp_path / "exp/train.log").read_text()
     assert "'--dist_launcher', 'slurm'" in log and "'--dist_backend', 'gloo'" in log
+
+
+# ---------------------------------------------------------------- enh_kd.sh on slurm.pl
+
+def test_enh_kd_stage_2_runs_its_conversion_as_slurm_jobs(tmp_path, env):
+    """Stage 2 converts through ${decode_cmd} JOB=1:N (here sbatch job arrays), then merges; a rerun submits nothing."""
+    recipe = tmp_path / "enh_kd1"
+    (recipe / "local").mkdir(parents=True)
+    (recipe / "conf").mkdir()
+    for name in ("enh_kd.sh", "path.sh", "db.sh", "utils", "cmd.sh"):
+        (recipe / name).symlink_to(TEMPLATE / name)
+    (recipe / "conf/slurm.conf").write_text((TEMPLATE / "conf/slurm.conf").read_text())
+    for name in ("train_student.yaml", "train_teacher.yaml"):
+        (recipe / "conf" / name).write_text("separator: rnn\n")
+    (recipe / "local/data.sh").write_text(
+        "#!/usr/bin/env bash\nset -e\npython -c \"from conftest import write_data_dir; from pathlib import Path; "
+        "[write_data_dir(Path('data'), n, 3, i) for i, n in enumerate(['tr', 'cv', 'tt'])]\"\n")
+    (recipe / "local/data.sh").chmod(0o755)
+    env = dict(env, CMD_BACKEND="slurm", PYTHONPATH=str(Path(__file__).parent))
+    args = ["./enh_kd.sh", "--train_set", "tr", "--valid_set", "cv", "--test_sets", "tt", "--nj", "2", "--fs", "8k",
+            "--teacher_config", "conf/train_teacher.yaml", "--student_config", "conf/train_student.yaml",
+            "--stage", "1", "--stop_stage", "2"]
+    proc = subprocess.run(args, cwd=recipe, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = (tmp_path / "fake_slurm/sbatch.args").read_text().splitlines()
+    assert len(calls) == 3 and all("-p cpu" in c and "--array=1-2" in c for c in calls)  # one array per set
+    from dispatch.data.datadir import validate_data_dir
+
+    for dset in ("tr", "cv", "tt"):
+        dump = recipe / "dump/raw" / dset
+        assert validate_data_dir(dump, fs=8000) == 3
+        for job in (1, 2):
+            assert "# Ended (code 0)" in (dump / f"log/format.{job}.log").read_text()
+        assert not (dump / ".format_parts").exists()
+    again = subprocess.run([*args[:-4], "--stage", "2", "--stop_stage", "2"], cwd=recipe, capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (again.stdout + again.stderr).count("formatted already") == 3
+    assert len((tmp_path / "fake_slurm/sbatch.args").read_text().splitlines()) == 3
