@@ -301,6 +301,19 @@ def test_1f_a_kd_student_of_another_teacher_is_refused_before_any_work(tmp_path)
     assert not list(recipe.glob("**/enhanced_tt"))
 
 
+def test_1g_an_enhanced_set_without_a_record_of_its_inputs_is_not_reported(tmp_path):
+    recipe = make_recipe(tmp_path, "")
+    data = write_data_dir(recipe / "dump" / "raw", "tt", 1, seed=0)
+    enhanced = make_teacher(recipe / "teacher_a") / "enhanced_tt"  # as an older version left it: no stamp
+    (enhanced / "scoring").mkdir(parents=True)
+    (enhanced / "spk1.scp").write_text((data / "wav.scp").read_text())
+    run = enh_kd(recipe, "--stage", "9", "--stop_stage", "9", "--teacher_model", "teacher_a", "--skip_baseline", "true")
+    assert run.returncode == 1
+    assert ("Error: stage 9: teacher_a/enhanced_tt has no record of what it was made from (teacher_a/enhanced_tt/"
+            ".inputs.json is missing or unreadable): rerun stage 7 (--stage 7)") in log_of(run)
+    assert not (recipe / "RESULTS.md").exists()
+
+
 @pytest.mark.parametrize("stage, stop_stage, message", [
     ("1", "2", "Error: --test_sets nope: data/nope/wav.scp does not exist (stage 1, local/data.sh, writes data/<set>)"),
     ("7", "9", "Error: --test_sets nope: dump/raw/nope/wav.scp does not exist: format it first (--stage 2)"),

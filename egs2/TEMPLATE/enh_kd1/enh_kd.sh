@@ -230,7 +230,11 @@ check_enhanced() {  # check_enhanced <stage>: every model's enhanced test sets e
             _out=$(out_dir "${_dir}")/enhanced_${_set}
             enh_inputs "${_set}"
             if ! _why=$(${python} -m dispatch.fingerprint check "${_out}/.inputs.json" "${_fp[@]}"); then
-                log "Error: stage $1: ${_out} was made from other inputs than configured now (${_why}): rerun stage 7 (--stage 7)"; exit 1
+                case "${_why}" in
+                    "no record"*) _why="has no record of what it was made from ${_why#no record of its inputs }" ;;
+                    *) _why="was made from other inputs than configured now (${_why})" ;;
+                esac
+                log "Error: stage $1: ${_out} ${_why}: rerun stage 7 (--stage 7)"; exit 1
             fi
         done
     done
@@ -371,7 +375,10 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
                 if _why=$(${python} -m dispatch.fingerprint check "${_out}/.inputs.json" "${_fp[@]}"); then
                     log "Stage 7: ${name} on ${dset}: done already (${_out}/spk1.scp)"; continue
                 fi
-                log "Stage 7: ${name} on ${dset}: redoing, the inputs changed: ${_why}"
+                case "${_why}" in
+                    "no record"*) log "Stage 7: ${name} on ${dset}: redoing, ${_why}" ;;
+                    *) log "Stage 7: ${name} on ${dset}: redoing, the inputs changed: ${_why}" ;;
+                esac
             fi
             rm -rf "${_out}"  # old or partial outputs and their scores: nothing from other inputs is kept
             log "Stage 7: enhancing ${dset} with ${name} (${_model}) -> ${_out}"
