@@ -13,7 +13,7 @@ from typing import ContextManager, List, Optional
 import torch
 from espnet2.enh.espnet_model import ESPnetEnhancementModel
 
-from dispatch.teacher import teacher_enhance
+from dispatch.teacher import fit_length, single_output_error, teacher_enhance
 
 TEACHER_STREAM = "teacher_ref1"  # data-loader name of cached teacher outputs (an scp like spk1.scp)
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -64,8 +64,9 @@ class ESPnetEnhancementKDModel(ESPnetEnhancementModel):
             raise ValueError(f"teacher_autocast={teacher_autocast!r} is not one of {TEACHER_AUTOCAST_CHOICES}")
         super().__init__(**kwargs)
         self.teacher_autocast = teacher_autocast
-        if self.num_spk != 1:
-            raise ValueError(f"KD supports single-output enhancement students; separator has num_spk={self.num_spk}")
+        why = single_output_error(self, "the student's separator")
+        if why:
+            raise ValueError(why)
         self.kd_loss = kd_loss
         self.kd_weight, self.task_weight = kd_weight, task_weight
         object.__setattr__(self, "teacher", teacher)  # not a submodule: see the module docstring
@@ -115,8 +116,8 @@ class ESPnetEnhancementKDModel(ESPnetEnhancementModel):
             return loss, stats, weight, perm
         student, clean = speech_pre[0], speech_ref[0]
         n = student.shape[-1]
-        teacher = _fit_length(self._teacher_pre, n, "teacher output")
-        clean = _fit_length(clean, n, "clean reference")
+        teacher = fit_length(self._teacher_pre, n, "the teacher output")
+        clean = fit_length(clean, n, "the clean reference")
         lengths = None if bool((speech_lengths == n).all()) else speech_lengths.clamp(max=n)
         kd = self.kd_loss(student, teacher, clean, lengths)
 
@@ -129,11 +130,4 @@ class ESPnetEnhancementKDModel(ESPnetEnhancementModel):
         return loss, stats, weight, perm
 
 
-def _fit_length(x: torch.Tensor, n: int, what: str) -> torch.Tensor:
-    """Cut or zero-pad (batch, samples) to n samples; decoders may differ by a few samples."""
-    if abs(x.shape[-1] - n) > 1024:
-        raise ValueError(f"{what} has {x.shape[-1]} samples where the student output has {n}")
-    if x.shape[-1] >= n:
-        return x[..., :n]
-    return torch.nn.functional.pad(x, (0, n - x.shape[-1]))
 

@@ -28,7 +28,14 @@ from dispatch.chunking import ChunkingError, check_chunking
 from dispatch.kd_config import KDConfigError, check_kd_options
 from dispatch.losses import KD_LOSSES
 from dispatch.model import TEACHER_AUTOCAST_CHOICES, TEACHER_STREAM, ESPnetEnhancementKDModel
-from dispatch.teacher import TeacherError, build_teacher, check_teacher_fits, resolve_teacher, teacher_sample_rate
+from dispatch.teacher import (
+    TeacherError,
+    build_teacher,
+    check_teacher_fits,
+    resolve_teacher,
+    single_output_error,
+    teacher_sample_rate,
+)
 from dispatch.trainer import KDTrainer, NoBatchError
 
 # Config keys this task adds to espnet2's; pack_student drops them from the packed student.
@@ -119,9 +126,9 @@ class EnhancementKDTask(EnhancementTask):
         kd_name = getattr(args, "kd_loss", None)
         if kd_name is None:
             return student
-        if student.num_spk != 1:
-            raise KDConfigError(f"kd_loss={kd_name}: KD needs a single-output student, but the student config "
-                                f"({getattr(args, 'config', None)}) has num_spk={student.num_spk}")
+        why = single_output_error(student, f"the student config ({getattr(args, 'config', None)})")
+        if why:
+            raise KDConfigError(f"kd_loss={kd_name}: {why}")
         fs = teacher_sample_rate(vars(args))
         # The same checks as dispatch.bin.check_kd_configs (enh_kd.sh runs it before stage 1): option
         # names and types, ranges, kd_weight/task_weight >= 0 and not both 0.

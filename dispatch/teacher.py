@@ -93,7 +93,7 @@ def check_teacher_fits(
     fs: Optional[int],
     student_config: Optional[str],
 ) -> None:
-    """Stop before training when teacher and student disagree on sampling rate or number of outputs.
+    """Stop before training when teacher and student disagree on sampling rate, or one has several outputs.
 
     Args:
         teacher, teacher_conf, teacher_config: the loaded teacher, its config dict and config.yaml path.
@@ -111,12 +111,10 @@ def check_teacher_fits(
             f"teacher {teacher_config} runs at fs={teacher_fs} but the student config has fs={fs} "
             f"({student_config}): they must agree"
         )
-    teacher_outputs, student_outputs = getattr(teacher, "num_spk", 1), getattr(student, "num_spk", 1)
-    if teacher_outputs != student_outputs:
-        raise TeacherError(
-            f"teacher {teacher_config} has num_spk={teacher_outputs} outputs but the student config has "
-            f"num_spk={student_outputs} ({student_config}): they must agree"
-        )
+    for model, who in ((teacher, f"the teacher {teacher_config}"), (student, f"the student config ({student_config})")):
+        why = single_output_error(model, who)
+        if why:
+            raise TeacherError(why)
 
 
 def build_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[torch.nn.Module, dict]:
@@ -170,8 +168,9 @@ def load_teacher(config: Path, model_file: Path, device: str = "cpu") -> Tuple[t
         (model, its config as a dict).
     """
     model, conf = build_teacher(config, model_file, device)
-    if getattr(model, "num_spk", 1) != 1:
-        raise TeacherError(f"teacher {config}: KD supports single-output enhancement models, num_spk={model.num_spk}")
+    why = single_output_error(model, f"the teacher {config}")
+    if why:
+        raise TeacherError(why)
     return model, conf
 
 
@@ -195,7 +194,26 @@ def teacher_enhance(teacher: torch.nn.Module, speech_mix: torch.Tensor, lengths:
     out = speech_pre[0]
     if scale is not None:
         out = out * scale
-    n = speech_mix.shape[1]
-    if out.shape[1] >= n:
-        return out[:, :n]
-    return torch.nn.functional.pad(out, (0, n - out.shape[1]))
+    return fit_length(out, speech_mix.shape[1], "the teacher output")
+
+
+# Samples by which a model's output may differ in length from what it is compared with (decoders framing
+# the signal differently); more is an error rather than a silent cut.
+MAX_LENGTH_MISMATCH = 1024
+
+
+def fit_length(x: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    """Cut or zero-pad (batch, samples) to ``n`` samples; raises ValueError naming ``what`` when it differs
+    by more than MAX_LENGTH_MISMATCH samples."""
+    if abs(x.shape[-1] - n) > MAX_LENGTH_MISMATCH:
+        raise ValueError(f"{what} has {x.shape[-1]} samples where {n} are expected")
+    if x.shape[-1] >= n:
+        return x[..., :n]
+    return torch.nn.functional.pad(x, (0, n - x.shape[-1]))
+
+
+def single_output_error(model: torch.nn.Module, who: str) -> Optional[str]:
+    """Why ``model`` cannot take part in KD (several outputs: num_spk > 1), or None. The one rule on the
+    number of outputs, for teachers and students alike."""
+    num_spk = getattr(model, "num_spk", 1)
+    return None if num_spk == 1 else f"KD needs single-output models, but {who} has num_spk={num_spk}"
