@@ -41,6 +41,7 @@ from dispatch.plots import (
     save_training_curves_png,
     selection_keys,
 )
+from dispatch.report.assets import safe_name
 from dispatch.report.choose import choose_utterances
 from dispatch.report.inputs import read_scores
 from dispatch.scoring.inputs import load_pair, read_scp
@@ -330,10 +331,6 @@ class SetPictures:
     utterances: List[UtterancePictures]
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^\w.-]", "_", name)
-
-
 def _enhanced_scp(exp: Experiment, dset: str) -> Dict[str, str]:
     path = exp.exp_dir / f"enhanced_{dset}" / "spk1.scp"
     if not path.is_file():
@@ -409,7 +406,7 @@ def write_utterance_pictures(
         for name, loss in losses.items():
             figures[name] = save_selection_png(
                 waves["noisy"][0], waves["noisy"][1], waves[teacher][0], waves[name][0], wav_fs, loss,
-                images_dir / f"{_safe(dset)}_{_safe(utt)}_{_safe(name)}.png",
+                images_dir / f"{safe_name(dset)}_{safe_name(utt)}_{safe_name(name)}.png",
                 title=f"{dset} / {utt}: {name} ({'; '.join(reasons)})",
             )
         pictures.append(UtterancePictures(utt, reasons, figures))

@@ -28,7 +28,6 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -36,6 +35,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from dispatch.data.atomic import write_text_atomic
 from dispatch.fingerprint import audio_digest
 from dispatch.scoring import (
     DEFAULT,
@@ -65,13 +65,6 @@ class Job(NamedTuple):
     utt: str
     est_path: str
     ref_path: Optional[str]
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temporary name in the same folder, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def file_fingerprint(path: Optional[str]) -> Optional[Dict[str, str]]:
@@ -131,7 +124,7 @@ class PartialScores:
         for record in records:
             self.done[record["system"], record["utt"]] = record["scores"]
         lines = [json.dumps({"config": config})] + [json.dumps(r) for r in records]
-        atomic_write(path, "".join(line + "\n" for line in lines))  # drops a torn last line
+        write_text_atomic(path, "".join(line + "\n" for line in lines))  # drops a torn last line
         self._file = open(path, "a", encoding="utf-8")
 
     def add(self, system: str, utt: str, scores: Scores) -> None:
@@ -215,10 +208,10 @@ def write_outputs(output_dir: Path, scores: Dict[Tuple[str, str], Scores], utts_
             missing = [utt for utt, value in zip(utts, values) if math.isnan(value)]
             if missing:
                 logging.warning(f"{system} {name.upper()}: nan for {len(missing)} utterance(s), e.g. {missing[:5]}")
-            atomic_write(folder / name.upper(), "".join(f"{u} {v!r}\n" for u, v in zip(utts, values)))
+            write_text_atomic(folder / name.upper(), "".join(f"{u} {v!r}\n" for u, v in zip(utts, values)))
             summary[system][name.upper()] = summarize(values)
-    atomic_write(output_dir / RESULT, result_table(summary, metrics))
-    atomic_write(output_dir / SUMMARY, json.dumps({"config": config, **summary}, indent=2) + "\n")
+    write_text_atomic(output_dir / RESULT, result_table(summary, metrics))
+    write_text_atomic(output_dir / SUMMARY, json.dumps({"config": config, **summary}, indent=2) + "\n")
 
 
 def is_complete(output_dir: Path, config: dict) -> bool:
