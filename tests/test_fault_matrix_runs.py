@@ -170,6 +170,24 @@ def test_1d_results_refuse_scores_of_audio_that_changed_after_scoring(tmp_path):
         f"{(enhanced / 'spk1.scp').resolve()} (its --inf_scp) changed after scoring; rerun the scoring (stage 8)")
 
 
+def test_1d_the_teacher_cache_redoes_outputs_of_inputs_rebuilt_under_the_same_ids(tmp_path, caplog):
+    from dispatch.bin.cache_teacher import cache_teacher
+
+    caplog.set_level("INFO")
+    teacher = make_teacher(tmp_path / "teacher")
+    data = write_data_dir(tmp_path, "tr", 2, seed=0)
+    out = tmp_path / "cache"
+    cache_teacher(str(teacher), data, out)
+    before = {utt: (out / f"{utt}.wav").read_bytes() for utt in ("tr_000", "tr_001")}
+    noisy = Path(read_scp(data / "wav.scp")["tr_001"])
+    rewrite(noisy, -sf.read(noisy)[0])  # the data dir rebuilt: same id and length, other audio
+    caplog.clear()
+    cache_teacher(str(teacher), data, out)
+    assert "the input of 1 utterance(s) changed since their output was made (e.g. tr_001)" in caplog.text
+    assert (out / "tr_000.wav").read_bytes() == before["tr_000"]
+    assert (out / "tr_001.wav").read_bytes() != before["tr_001"]
+
+
 # ------------------------------------------------------------------ 1, 3. enh_kd.sh stages 7-9
 def make_recipe(root: Path, data_sh: str) -> Path:
     """A recipe folder like egs2/<name>/enh_kd1 (see test_enh_kd_script.recipe) with its own local/data.sh."""

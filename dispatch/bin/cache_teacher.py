@@ -19,6 +19,8 @@ Outputs are 32-bit float wav (subtype FLOAT): the KD target is exactly what the 
 neither quantised to 16 bits nor clipped to [-1, 1). Every file is written atomically, so a killed run
 is resumed by running it again: finished files are kept. ``<output_dir>/teacher.json`` records which
 teacher made the files; a rerun with another teacher is refused rather than mixing outputs.
+``<output_dir>/inputs.json`` records the size and mtime of each utterance's input: an output whose input
+changed since (a data dir rebuilt under the same ids) is made again.
 """
 from __future__ import annotations
 
@@ -38,10 +40,12 @@ import torch
 
 from dispatch.data.atomic import atomic_path, write_text_atomic
 from dispatch.data.datadir import DataDirError, read_scp, write_scp
+from dispatch.fingerprint import entry_file, file_stat
 from dispatch.model import TEACHER_AUTOCAST_CHOICES, TEACHER_STREAM, teacher_autocast_context
 from dispatch.teacher import TeacherError, load_teacher, resolve_teacher, teacher_enhance, teacher_sample_rate
 
 STAMP = "teacher.json"
+INPUTS = "inputs.json"  # utterance -> [size, mtime_ns] of its input file when its output was made
 SUBTYPE = "FLOAT"
 
 
@@ -129,6 +133,29 @@ def enhance_shard(shard: Shard) -> int:
     return len(shard.items)
 
 
+def drop_stale_outputs(wav_scp: Dict[str, str], output_dir: Path) -> None:
+    """Remove the outputs whose input changed (size or mtime) since they were made, then record the
+    inputs of now. A cache made before inputs were recorded is taken as it is (and recorded)."""
+    now = {utt: file_stat(entry_file(path)) for utt, path in wav_scp.items()}
+    record = output_dir / INPUTS
+    try:
+        made_from = json.loads(record.read_text())
+    except (OSError, ValueError):
+        made_from = None
+    if made_from is None:
+        if any(output_path(output_dir, utt).exists() for utt in wav_scp):
+            logging.info(f"{output_dir}: no record of the inputs of its outputs; recording them as they are now")
+    else:
+        stale = [utt for utt in wav_scp if output_path(output_dir, utt).exists() and made_from.get(utt) != now[utt]]
+        if stale:
+            logging.info(f"{output_dir}: the input of {len(stale)} utterance(s) changed since their output was "
+                         f"made (e.g. {stale[0]}): enhancing them again")
+        for utt in stale:
+            output_path(output_dir, utt).unlink()
+        now = {**made_from, **now}
+    write_text_atomic(record, json.dumps(now) + "\n")
+
+
 def check_outputs(wav_scp: Dict[str, str], output_dir: Path) -> Dict[str, str]:
     """Output path of every utterance, after checking it has the input's length and rate."""
     outputs = {}
@@ -161,6 +188,7 @@ def cache_teacher(
         raise DataDirError(f"{data_dir / 'wav.scp'} is empty")
     output_dir.mkdir(parents=True, exist_ok=True)
     claim_output_dir(output_dir, teacher_identity(config, model_file, autocast))
+    drop_stale_outputs(wav_scp, output_dir)
 
     todo = [(utt, path) for utt, path in wav_scp.items() if not output_path(output_dir, utt).exists()]
     logging.info(f"{data_dir}: {len(wav_scp) - len(todo)} of {len(wav_scp)} utterances cached already")
