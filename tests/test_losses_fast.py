@@ -23,6 +23,7 @@ from dispatch.patches import (
     patch_layout,
 )
 from dispatch.selection import select_topk
+from dispatch.stft import overlap_add, stft
 
 EPS = 1e-8
 
@@ -233,13 +234,13 @@ def test_tie_data_has_ties_at_the_threshold():
 
 
 def test_waveform_gradients_match_reference():
-    """Through the STFT: the gradient on the student waveform, fast against general layout."""
+    """Through the STFT: the gradient on the student waveform, fast paths against torch.stft + general layout."""
     s, t, y = speech_like(seed=3)
     for name in ("l2_20x1", "l2_mssp_crossover", "dfkd_dispatch_mssp"):
         grads = []
         for fast in (True, False):
             loss, _ = build(name)
-            loss.fast_layout = fast
+            loss.fast_layout = loss.fast_stft = fast
             x = s.clone().requires_grad_(True)
             grads.append(torch.autograd.grad(loss(x, t, y, lengths=torch.tensor([16000, 9000])), x)[0])
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-6 * grads[1].abs().max().item())
@@ -401,3 +402,35 @@ def test_dc_only_low_band_cosine_is_exact():
     one_bin = first_patch[layout.crossover == 0]
     assert one_bin.numel() > 0
     assert ((one_bin == 0) | (one_bin == 2)).all()
+
+
+# ------------------------------------------------------------------------------------------ STFT
+@pytest.mark.parametrize("n_fft, hop, win, samples", [
+    (512, 128, None, 4000), (64, 16, 48, 300), (63, 20, None, 500), (64, 24, None, 333), (64, 64, None, 257)])
+def test_stft_matches_torch_stft_values_and_gradients(n_fft, hop, win, samples):
+    g = torch.Generator().manual_seed(0)
+    window = torch.hann_window(win or n_fft)
+    x = torch.randn(3, samples, generator=g, requires_grad=True)
+    want = torch.stft(x, n_fft, hop, win, window, return_complex=True)
+    got = stft(x, n_fft, hop, win, window)
+    assert torch.equal(got, want)
+    weights = torch.complex(torch.randn(want.shape, generator=g), torch.randn(want.shape, generator=g))
+    g_want, = torch.autograd.grad((want * weights.conj()).real.sum() + magnitude(want).sum(), x)
+    g_got, = torch.autograd.grad((got * weights.conj()).real.sum() + magnitude(got).sum(), x)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-10 * g_want.abs().max().item())
+
+
+def test_stft_gradcheck():
+    x = torch.randn(2, 150, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: torch.view_as_real(stft(x, 32, 8, 24, torch.hann_window(24))), (x,))
+    assert torch.autograd.gradcheck(lambda x: torch.view_as_real(stft(x, 30, 7, None, torch.hann_window(30))), (x,))
+
+
+def test_overlap_add_is_the_adjoint_of_framing():
+    x = torch.randn(2, 100)
+    for n_fft, hop in ((16, 4), (15, 4)):
+        frames = x.unfold(-1, n_fft, hop)  # (batch, frames, n_fft)
+        f = torch.randn(frames.shape)
+        lhs = (frames * f).sum()
+        rhs = (x * overlap_add(f, hop, 100)).sum()
+        assert lhs.item() == pytest.approx(rhs.item(), rel=1e-12)

@@ -32,6 +32,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each utterance in seconds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before each measurement")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
+    parser.add_argument("--sections", nargs="+", default=["losses", "steps", "rtf"], choices=("losses", "steps", "rtf"),
+                        help="what to measure: (a) KD losses (always), (b, c) training steps, (d) inference RTF")
+    parser.add_argument("--max-spread", type=float, default=0.2,
+                        help="loss ratios whose spread (IQR / median) exceeds this are measured again (loaded machine)")
+    parser.add_argument("--retries", type=int, default=2, help="extra sets of --repeats rounds at most, see --max-spread")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARK.md", help="markdown file to write")
     parser.add_argument("--tiny", action="store_true",
                         help=f"a seconds-long smoke run ({', '.join(f'{k}={v}' for k, v in TINY.items())})")
@@ -52,7 +57,8 @@ def main(cmd: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 1
     opts = BenchmarkOptions(devices=args.device, threads=args.threads, batch=args.batch, seconds=args.seconds,
-                            warmup=args.warmup, repeats=args.repeats,
+                            warmup=args.warmup, repeats=args.repeats, sections=args.sections,
+                            max_spread=args.max_spread, retries=max(0, args.retries),
                             command=" ".join(["python -m dispatch.bin.benchmark", *(sys.argv[1:] if cmd is None else cmd)]))
     report = run_benchmark(opts, log=lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True))
     write_text_atomic(args.output, report)

@@ -16,6 +16,7 @@ from dispatch.patches import (
     patch_layout,
 )
 from dispatch.selection import SELECTIONS, knowledge_gap_score, select_patches
+from dispatch.stft import stft
 
 BandEdges = Union[None, str, Sequence[float]]
 
@@ -131,6 +132,7 @@ class DISPatchLoss(torch.nn.Module):
         # Fast layouts (pad-and-view, cumulative sums) for every configuration; False = the general
         # index-and-scatter_add layout of dispatch.patches.patch_layout (kept as the reference).
         self.fast_layout = True
+        self.fast_stft = True  # the student's STFT by dispatch.stft (cheap backward); False = torch.stft
         self._layout_cache: Optional[Tuple[tuple, PatchLayout]] = None
         self._last: Optional[Tuple[PatchLayout, torch.Tensor]] = None
         self._last_selection: Optional[torch.Tensor] = None
@@ -169,11 +171,17 @@ class DISPatchLoss(torch.nn.Module):
         return self.selection != "all"
 
     def spectrogram(self, wav: torch.Tensor) -> torch.Tensor:
-        """(batch, time) -> complex (batch, freq, frames), the loss's own STFT."""
+        """(batch, time) -> complex (batch, freq, frames), the loss's own STFT.
+
+        With autograd (the student) and ``fast_stft``, :func:`dispatch.stft.stft`: the same values, a
+        backward pass by inverse real FFT and overlap-add instead of torch.stft's.
+        """
         if wav.shape[-1] <= self.n_fft // 2:
             raise ValueError(
                 f"waveforms of {wav.shape[-1]} samples are shorter than the KD STFT needs (> {self.n_fft // 2})"
             )
+        if self.fast_stft and wav.requires_grad and torch.is_grad_enabled():
+            return stft(wav, self.n_fft, self.hop_length, self.win_length, self.window.to(wav.dtype))
         return torch.stft(
             wav, self.n_fft, self.hop_length, self.win_length, self.window.to(wav.dtype), return_complex=True
         )
