@@ -151,10 +151,12 @@ def test_page_and_assets(built):
         assert (report / url).resolve().is_relative_to(report.resolve()), url
     # RESULTS.md's link to the page, rebased onto the page's folder, leads to the page itself; its
     # pictures are copied into the page's folder; every image of the page opens full size.
-    assert links.urls["a"] == ["index.html", "assets/results_md/00_test_004_kd_dispatch.png"] + links.urls["img"][1:]
-    assert links.urls["img"][0] == "assets/results_md/01_curves.png"
+    # The page opens on the players; RESULTS.md comes last, folded.
+    assert links.urls["a"] == links.urls["img"][:-1] + ["index.html", "assets/results_md/00_test_004_kd_dispatch.png"]
+    assert links.urls["img"][-1] == "assets/results_md/01_curves.png"
     html = page.read_text(encoding="utf-8")
     assert "2.140 (+0.140)</td>" in html and "|---" not in html  # RESULTS.md's table rendered
+    assert html.index("<audio") < html.index("Training curves") < html.index('<details class="results">') < html.index("2.140")
     for utt in shown:
         assert utt in html
     assert html.index("test_004") < html.index("test_002") < html.index("test_001") and "test_000" not in html
@@ -206,6 +208,24 @@ def _chromium():
     return None
 
 
+# Geometry of the page in the browser: horizontal overflow of the page and of its scroll boxes, elements
+# sticking out of the window (inside folded <details> nothing counts), and where the parts begin.
+LAYOUT_JS = """
+const de = document.documentElement;
+const shown = e => e.closest('details:not([open])') === null || e.tagName === 'SUMMARY' || e.tagName === 'DETAILS';
+const wide = [...document.querySelectorAll('body *')].filter(
+    e => shown(e) && !e.closest('.scroll') && e.getBoundingClientRect().right > de.clientWidth + 1);
+return {overflow: de.scrollWidth - de.clientWidth,
+        wide: wide.slice(0, 5).map(e => e.tagName + '.' + e.className),
+        scrolls: [...document.querySelectorAll('.scroll')].filter(shown).map(e => e.scrollWidth - e.clientWidth),
+        audio: document.querySelector('audio').getBoundingClientRect().top,
+        height: window.innerHeight,
+        results: document.querySelector('details.results').getBoundingClientRect().top,
+        listen: document.querySelector('table.listen').getBoundingClientRect().bottom,
+        open: document.querySelector('details.results').open};
+"""
+
+
 @pytest.mark.skipif(not (_chromium() and shutil.which("chromedriver")),
                     reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
 def test_page_in_headless_chromium(built, tmp_path):
@@ -246,6 +266,22 @@ def test_page_in_headless_chromium(built, tmp_path):
                 assert src.startswith(moved.as_uri()) and error is None and duration > 0, (src, duration, error)
             errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
             assert errors == []
+            # At 1280 px: nothing wider than the window, the players on the first screen, the tables folded after.
+            driver.set_window_size(1280, 1000)
+            layout = driver.execute_script(LAYOUT_JS)
+            assert layout["overflow"] <= 0 and layout["wide"] == [], layout
+            assert layout["scrolls"] and max(layout["scrolls"]) <= 0, layout  # the utterance table fits too
+            assert layout["audio"] < layout["height"] / 2, layout
+            assert layout["results"] > layout["listen"] and not layout["open"], layout
+            driver.execute_script("document.querySelector('details.results').open = true")
+            opened = driver.execute_script(LAYOUT_JS)
+            assert opened["overflow"] <= 0 and opened["wide"] == [], opened  # RESULTS.md's pictures fit
+            first = tmp_path / "report_1280.png"
+            assert driver.save_screenshot(str(first))
+            from PIL import Image
+
+            with Image.open(first) as shot:  # the layout as seen: a 1280-px wide first screen
+                assert shot.size[0] <= 1280 and shot.size[1] >= 600
             # Whole page in the screenshot, the wide utterance table included.
             width, height = driver.execute_script(
                 "return [Math.max(...[...document.querySelectorAll('.scroll')].map(e => e.scrollWidth)) + 80,"
