@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
-from typing import Callable, Dict, NamedTuple, Union
+from typing import Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -61,14 +61,33 @@ def magnitude(z: torch.Tensor) -> torch.Tensor:
 
 
 class Spectrum(NamedTuple):
-    """A complex spectrogram ``z`` and its magnitude ``mag`` (:func:`magnitude`), both (batch, freq, time)."""
+    """A complex spectrogram ``z`` and its magnitude ``mag`` (:func:`magnitude`), both (batch, freq, time).
+
+    ``pooled`` memoises patch sums computed from this spectrum (see :func:`pooled`): one loss call asks
+    for the same energies, inner products and errors several times (three pairs of spectra, two band
+    distances that share a cosine), and pooling dominates the cost of a per-frame crossover layout.
+    """
 
     z: torch.Tensor
     mag: torch.Tensor
+    pooled: Dict[tuple, Tuple[object, torch.Tensor]]
 
     @classmethod
     def of(cls, x: Union[torch.Tensor, "Spectrum"]) -> "Spectrum":
-        return x if isinstance(x, Spectrum) else cls(x, magnitude(x))
+        return x if isinstance(x, Spectrum) else cls(x, magnitude(x), {})
+
+
+def pooled(what: object, a: Spectrum, b: Optional[Spectrum], layout: PatchLayout,
+           per_bin: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``layout.pool(per_bin())``, (batch, slots), memoised on ``a`` for this ``what``, ``b`` and layout.
+
+    Results computed without autograd are not reused where autograd is on and an input needs it.
+    """
+    grad = torch.is_grad_enabled() and (a.z.requires_grad or (b is not None and b.z.requires_grad))
+    key = (what, None if b is None else id(b), id(layout), grad)
+    if key not in a.pooled:
+        a.pooled[key] = ((b, layout), layout.pool(per_bin()))  # b and layout kept alive: their ids stay theirs
+    return a.pooled[key][1]
 
 
 PatchDistance = Callable[[Spectrum, Spectrum, PatchLayout], torch.Tensor]
@@ -99,7 +118,8 @@ def elementwise(error: Callable[[Spectrum, Spectrum], torch.Tensor]) -> PatchDis
     """Patch distance = mean over the patch's bins of a per-bin error."""
 
     def distance(a: Spectrum, b: Spectrum, layout: PatchLayout) -> torch.Tensor:
-        return layout.pool(error(Spectrum.of(a), Spectrum.of(b))) / layout.counts.clamp(min=1)
+        a, b = Spectrum.of(a), Spectrum.of(b)
+        return pooled(error, a, b, layout, lambda: error(a, b)) / layout.counts.clamp(min=1)
 
     distance.__name__ = error.__name__
     return distance
@@ -114,10 +134,16 @@ def complex_cosine(a: Spectrum, b: Spectrum, layout: PatchLayout, eps: float = E
     in IEEE arithmetic), rather than 1 - 1 +- rounding noise that would rank such patches at random.
     """
     a, b = Spectrum.of(a), Spectrum.of(b)
-    z = torch.view_as_real(a.z) * torch.view_as_real(b.z)
-    inner = layout.pool(z[..., 0] + z[..., 1])  # Re(a conj(b)) = re_a re_b + im_a im_b
-    norms = _sqrt0(layout.pool(a.mag * a.mag)) * _sqrt0(layout.pool(b.mag * b.mag))
+    inner = pooled("inner", a, b, layout, lambda: _real_inner(a.z, b.z))
+    norms = _sqrt0(pooled("energy", a, None, layout, lambda: a.mag * a.mag))
+    norms = norms * _sqrt0(pooled("energy", b, None, layout, lambda: b.mag * b.mag))
     return 1.0 - inner / norms.clamp(min=eps)
+
+
+def _real_inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-bin ``Re(a conj(b)) = re_a re_b + im_a im_b`` of complex tensors."""
+    z = torch.view_as_real(a) * torch.view_as_real(b)
+    return z[..., 0] + z[..., 1]
 
 
 def _sqrt0(x: torch.Tensor) -> torch.Tensor:
