@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write one training config from a base yaml and overrides (later files win; mappings merge).
 
-    python -m dispatch.bin.merge_configs exp/kd/train_config.yaml conf/student.yaml conf/tuning/kd_dispatch_l2.yaml
+    python -m dispatch.bin.merge_configs exp/kd/train_config.yaml conf/train_student.yaml conf/kd/kd_dispatch_l2.yaml
 
 Stage 6 uses it so that one student config serves every KD variant: a KD yaml holds only what it
 changes (kd_loss, kd_loss_conf, kd_weight, ...).

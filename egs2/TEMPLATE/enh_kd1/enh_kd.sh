@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Knowledge distillation for speech enhancement on espnet2: teacher -> baseline student -> KD students.
 # Each recipe's run.sh sets the dataset options and calls this script; every option below can also be
-# given on the run.sh command line (`./run.sh --stage 6 --kd_configs conf/tuning/kd_dispatch_l2.yaml`).
+# given on the run.sh command line (`./run.sh --stage 6 --kd_configs conf/kd/kd_dispatch_l2.yaml`).
 set -euo pipefail
 
 log() {

@@ -36,8 +36,9 @@ Options (defaults in brackets):
   --student_args ["${student_args}"] --teacher_model --expdir [${expdir}]
   --output [RESULTS_ablation_<name>.md] --pairing [${pairing}] (seed|utterance)
 
-A recipe that trains its teacher in stage 4 must name it here (--teacher_model exp/teacher_<tag>):
-enh_kd.sh appends --tag_suffix (_seed<N>) to the name of a teacher it trained itself.
+--teacher_model names the teacher of the table's teacher row; a recipe that trains its teacher in stage 4
+names it here as exp/teacher_<tag>. Every seed shares that teacher: enh_kd.sh puts --tag_suffix (_seed<N>)
+on the student experiment names only, and the stages 5-8 run here never train a teacher.
 HELP
 )
 
