@@ -325,11 +325,36 @@ class CrossoverLayout(_LazyIndex):
         return torch.stack(parts, dim=1).flatten(1)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum ``x`` (batch, freq, time) over the bins of each patch: (batch, num_slots)."""
+        """Sum ``x`` (batch, freq, time) over the bins of each patch: (batch, num_slots).
+
+        Backward: each bin gets its patch's gradient (:meth:`to_bins`), not the cumulative sums' adjoint.
+        """
+        return _CrossoverPool.apply(x, self) if x.requires_grad and torch.is_grad_enabled() else self._sums(x)
+
+    def _sums(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, n_frames = x.shape
-        csum = torch.nn.functional.pad(x.to(torch.float64).cumsum(dim=1), (0, 0, 1, 0))  # (batch, freq + 1, time)
-        at_bounds = csum.gather(1, self.bounds).view(batch, 2, self.grid[0] + 1, n_frames)
-        return self._group_frames(at_bounds.diff(dim=2)).to(x.dtype)
+        csum = x.cumsum(dim=1, dtype=torch.float64)  # (batch, freq, time): csum[f] = sum of bins 0..f
+        at_bounds = csum.gather(1, (self.bounds - 1).clamp(min=0)).masked_fill_(self.bounds == 0, 0.0)
+        return self._group_frames(at_bounds.view(batch, 2, self.grid[0] + 1, n_frames).diff(dim=2)).to(x.dtype)
+
+    @property
+    def index(self) -> torch.Tensor:
+        """(batch, freq, time) long slot of each bin, ``num_slots`` for frames past an utterance's end."""
+        if self._index is None:
+            batch, n_freq, n_frames = self.shape
+            device = self.crossover.device
+            freqs = torch.arange(n_freq, device=device).view(1, -1, 1)
+            edge = self.crossover.unsqueeze(1) + 1  # first bin of the high band
+            high = freqs >= edge  # (batch, freq, time)
+            (f_low, t_low), (f_high, t_high) = self.patch_sizes
+            index = torch.where(high, (freqs - edge) // f_high, freqs // f_low) * self.grid[1]
+            frames = torch.arange(n_frames, device=device).view(1, 1, -1)
+            index += torch.where(high, frames // t_high, frames // t_low) if (t_low, t_high) != (1, 1) else frames
+            index += high * self.slots_per_band
+            if self.frame_valid is not None:
+                index.masked_fill_(~self.frame_valid.unsqueeze(1), self.num_slots)
+            self._index = index
+        return self._index
 
     def to_bins(self, slot_values: torch.Tensor) -> torch.Tensor:
         """Spread slot values (batch, num_slots) back onto bins: (batch, freq, time); 0 (False) outside."""
@@ -338,3 +363,17 @@ class CrossoverLayout(_LazyIndex):
     def general(self) -> PatchLayout:
         band, start = crossover_band_edges(self.crossover, self.shape[1])
         return patch_layout(band, start, self.patch_sizes, self.shape, self.frame_valid)
+
+
+class _CrossoverPool(torch.autograd.Function):
+    """Patch sums of a :class:`CrossoverLayout`; the gradient of a sum is 1 on each of its bins."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layout: "CrossoverLayout") -> torch.Tensor:
+        ctx.layout = layout
+        return layout._sums(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.layout.to_bins(grad), None

@@ -291,6 +291,7 @@ def test_crossover_layout_matches_general_layout(sizes, lengths):
     g2, = torch.autograd.grad((want * w).sum(), x)
     torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
     assert torch.equal(fast.to_bins(w), general.to_bins(w))
+    assert torch.equal(fast.index, general.index)
 
 
 def test_crossover_pooling_keeps_small_patches_next_to_large_ones():
