@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from dispatch.distances import PatchDistance, Spectrum, get_distance, magnitude
+from dispatch.losses.crossover import dfkd_crossover
 from dispatch.patches import (
     CrossoverLayout,
     GridLayout,
@@ -200,8 +201,6 @@ class DISPatchLoss(torch.nn.Module):
         if reusable and self._layout_cache is not None and self._layout_cache[0] == key:
             return self._layout_cache[1]
         if self.crossover:
-            from dispatch.losses.dfkd import dfkd_crossover
-
             mag = magnitude(teacher_spec) if teacher_mag is None else teacher_mag
             crossover = dfkd_crossover(mag)
             if self.fast_layout:
