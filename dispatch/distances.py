@@ -137,7 +137,20 @@ def complex_cosine(a: Spectrum, b: Spectrum, layout: PatchLayout, eps: float = E
     inner = pooled("inner", a, b, layout, lambda: _real_inner(a.z, b.z))
     norms = _sqrt0(pooled("energy", a, None, layout, lambda: a.mag * a.mag))
     norms = norms * _sqrt0(pooled("energy", b, None, layout, lambda: b.mag * b.mag))
-    return 1.0 - inner / norms.clamp(min=eps)
+    cosine = 1.0 - inner / norms.clamp(min=eps)
+    if not cosine.requires_grad:
+        return cosine
+    return torch.where(_real_dc_only(a, b, layout), cosine.detach(), cosine)
+
+
+def _real_dc_only(a: Spectrum, b: Spectrum, layout: PatchLayout) -> torch.Tensor:
+    """(batch, slots) bool: patches made of one DC bin, real in both spectra (always so in a one-sided
+    STFT of real signals). Their cosine is the constant 0 or 2, so their gradient is set to exactly 0
+    (autograd would give rounding noise)."""
+    dc_slot = layout.index[:, 0, :]  # (batch, time) slot of each frame's DC bin; num_slots if not counted
+    real = (a.z[:, 0, :].imag == 0) & (b.z[:, 0, :].imag == 0)
+    hit = real.new_zeros(real.shape[0], layout.num_slots + 1).scatter_(1, dc_slot, real)[:, :layout.num_slots]
+    return hit & (layout.counts == 1)
 
 
 def _real_inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
