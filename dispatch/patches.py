@@ -306,11 +306,11 @@ class CrossoverLayout(_LazyIndex):
         self.grid = _slot_grid(n_freq, n_frames, self.patch_sizes)
         self.slots_per_band = self.grid[0] * self.grid[1]
         edge = crossover.unsqueeze(1) + 1  # (batch, 1, time) first bin of the high band
-        start = torch.stack([torch.zeros_like(edge), edge], dim=1)  # (batch, 2, 1, time)
-        end = torch.stack([edge, torch.full_like(edge, n_freq)], dim=1)
-        height = torch.tensor([f for f, _ in self.patch_sizes], device=crossover.device).view(1, 2, 1, 1)
-        steps = torch.arange(self.grid[0] + 1, device=crossover.device).view(1, 1, -1, 1)
-        bounds = torch.minimum(start + steps * height, end)  # (batch, 2, freq patches + 1, time)
+        steps = torch.arange(self.grid[0] + 1, device=crossover.device).view(1, -1, 1)
+        (f_low, _), (f_high, _) = self.patch_sizes
+        low = torch.minimum(steps * f_low, edge)  # (batch, freq patches + 1, time)
+        high = (edge + steps * f_high).clamp(max=n_freq)
+        bounds = torch.stack([low, high], dim=1)  # (batch, 2, freq patches + 1, time), no host copy (CUDA)
         self.bounds = bounds.flatten(1, 2)
         self.counts = self._group_frames(bounds.diff(dim=2).to(torch.get_default_dtype()))
 
