@@ -23,8 +23,8 @@ Options the config does not describe get the built-in rules (also the whole conf
   --gpu N          --gres=gpu:N (nothing for 0)   --num_threads N  --cpus-per-task=N (default 1)
   --mem X          --mem=X                        --time X         --time=X
   --num_nodes N    --nodes=N (default 1; one task per node: srun starts one launcher per node)
---max-jobs-run N is --array=a-b%N; --name X names the job (and the files below) unless the config
-describes name (ESPnet's: "option name=* --job-name $0"); --config is never mapped.  Any other option
+--max-jobs-run N is --array=a-b%N; --name X names the job and the files below (and is mapped too when
+the config describes name, as ESPnet's "option name=* --job-name $0"); --config is never mapped.  Any other option
 (--queue X, -q X, -V, ...: options of other job backends) is ignored with a note unless the config
 describes it.
 
