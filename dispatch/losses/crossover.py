@@ -24,6 +24,9 @@ def dfkd_crossover(teacher_mag: torch.Tensor, eps: float = 1e-8, floor_bin: int 
     n_freq = teacher_mag.shape[-2]
     if not 0 <= floor_bin <= n_freq - 2:
         raise ValueError(f"floor_bin={floor_bin}: expected 0..{n_freq - 2} for {n_freq} frequency bins")
-    cm = teacher_mag[..., floor_bin:, :].cummax(dim=-2).values
-    rel = (cm[..., 1:, :] - cm[..., :-1, :]) / (cm[..., :-1, :] + eps)
-    return rel.argmax(dim=-2) + floor_bin
+    # Frequency made the last, contiguous axis: cummax and argmax run about 2x faster on CPU (#16);
+    # the same operations in the same order, so the same bins.
+    mag = teacher_mag[..., floor_bin:, :].transpose(-1, -2).contiguous()  # (..., time, freq)
+    cm = mag.cummax(dim=-1).values
+    rel = (cm[..., 1:] - cm[..., :-1]) / (cm[..., :-1] + eps)
+    return rel.argmax(dim=-1) + floor_bin
