@@ -8,10 +8,11 @@ without changing espnet2's file names or formats.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -28,14 +29,41 @@ def atomic_save(obj, f, *args, **kwargs) -> None:
         _torch_save(obj, tmp, *args, **kwargs)
 
 
+# The espnet2 modules whose torch.save calls write a training's files: checkpoint.pth and <N>epoch.pth
+# (trainer), the averaged models (average_nbest_models).
+ESPNET2_WRITERS = ("espnet2.train.trainer", "espnet2.main_funcs.average_nbest_models")
+
+
+class _TorchWithAtomicSave:
+    """What one module sees as ``torch``: torch itself, except that ``save`` is :func:`atomic_save`."""
+
+    def __init__(self, module):
+        self._torch = module
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+    @staticmethod
+    def save(obj, f, *args, **kwargs) -> None:
+        atomic_save(obj, f, *args, **kwargs)
+
+
 @contextlib.contextmanager
-def atomic_torch_save() -> Iterator[None]:
-    """Make every ``torch.save`` to a path atomic while the context is open."""
-    torch.save = atomic_save
+def atomic_torch_save(modules: Sequence[str] = ESPNET2_WRITERS) -> Iterator[None]:
+    """Make the ``torch.save`` calls of ``modules`` (espnet2's trainer and model averaging) atomic while
+    the context is open: their global name ``torch`` is bound to a view of torch whose ``save`` is
+    :func:`atomic_save`. ``torch.save`` itself, and every other caller of it, are left alone."""
+    patched = []
     try:
+        for name in modules:
+            module = importlib.import_module(name)
+            if module.torch is torch:
+                patched.append(module)
+                module.torch = _TorchWithAtomicSave(torch)
         yield
     finally:
-        torch.save = _torch_save
+        for module in patched:
+            module.torch = torch
 
 
 def restore_epoch_snapshot(output_dir: Path) -> None:
