@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from dispatch.distances import PatchDistance, Spectrum, get_distance, magnitude
+from dispatch.distances import DISTANCES, PatchDistance, Spectrum, get_distance, magnitude, masked_mag_l2_sum
 from dispatch.losses.crossover import dfkd_crossover
 from dispatch.patches import (
     CrossoverLayout,
@@ -134,6 +134,8 @@ class DISPatchLoss(torch.nn.Module):
         # index-and-scatter_add layout of dispatch.patches.patch_layout (kept as the reference).
         self.fast_layout = True
         self.fast_stft = True  # the student's STFT by dispatch.stft (cheap backward); False = torch.stft
+        # one magnitude-L2 distance for all bands: the KD term by distances.masked_mag_l2_sum
+        self._single_mag_l2 = not self.per_band_terms and self.distances[0] is DISTANCES["mag_l2"]
         self._layout_cache: Optional[Tuple[tuple, PatchLayout]] = None
         self._last: Optional[Tuple[PatchLayout, torch.Tensor]] = None
         self._last_selection: Optional[torch.Tensor] = None
@@ -268,13 +270,18 @@ class DISPatchLoss(torch.nn.Module):
         with torch.no_grad():
             score = None
             if self.needs_clean:
-                score = knowledge_gap_score(
-                    self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
-                )
+                score = self._score(student, teacher, clean, layout)
             selected = select_patches(score, valid, self.topk, self.selection,
                                       getattr(layout, "uniform_valid", None))  # (batch, bands, slots)
             weight = layout.by_band(layout.counts) * selected  # selected bins per slot
 
+        if self._single_mag_l2 and student.z.requires_grad and torch.is_grad_enabled():
+            # Magnitude-L2 KD: one autograd Function over the selected bins (same value, cheaper backward).
+            with torch.no_grad():
+                bins = layout.to_bins(selected.flatten(1))
+            loss = masked_mag_l2_sum(student.z, student.mag, teacher.mag, bins) / weight.sum().clamp(min=1)
+            self._record(layout, selected, weight, valid, bins)
+            return loss
         weighted = (self.band_distance(student, teacher, layout) * weight).sum(dim=(0, 2))  # (bands,)
         n_selected = weight.sum(dim=(0, 2))
         if self.per_band_terms:
@@ -307,10 +314,17 @@ class DISPatchLoss(torch.nn.Module):
         """
         student, teacher, clean = Spectrum.of(student), Spectrum.of(teacher), Spectrum.of(clean)
         layout = self.layout(teacher.z, frame_valid, teacher.mag)
-        score = knowledge_gap_score(
+        return layout.to_bins(self._score(student, teacher, clean, layout).flatten(1))
+
+    def _score(self, student: Spectrum, teacher: Spectrum, clean: Spectrum, layout: PatchLayout) -> torch.Tensor:
+        """Knowledge Gap Scores (batch, bands, slots): band distances to the clean target, student minus teacher."""
+        if self._single_mag_l2:
+            # magnitude L2 as one patch mean: (|S|-|Y|)^2 - (|T|-|Y|)^2 = (|S|-|T|)(|S|+|T|-2|Y|)
+            gap = (student.mag - teacher.mag) * (student.mag + teacher.mag - 2 * clean.mag)
+            return layout.by_band(layout.pool(gap) / layout.counts.clamp(min=1))
+        return knowledge_gap_score(
             self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
         )
-        return layout.to_bins(score.flatten(1))
 
     @property
     def last_selection(self) -> Optional[torch.Tensor]:
@@ -323,8 +337,8 @@ class DISPatchLoss(torch.nn.Module):
         return self._last_selection
 
     @torch.no_grad()
-    def _record(self, layout: PatchLayout, selected, weight, valid) -> None:
-        self._last, self._last_selection = (layout, selected), None
+    def _record(self, layout: PatchLayout, selected, weight, valid, bins: Optional[torch.Tensor] = None) -> None:
+        self._last, self._last_selection = ((layout, selected), None) if bins is None else (None, bins)
         n_valid = (layout.by_band(layout.counts) * valid).sum(dim=(0, 2))
         n_sel = weight.sum(dim=(0, 2))
         stats = {"selected": n_sel.sum() / n_valid.sum().clamp(min=1)}
