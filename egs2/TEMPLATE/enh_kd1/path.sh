@@ -10,6 +10,9 @@ else
     return 1 2>/dev/null || exit 1
 fi
 export PATH="${PWD}/utils:${PATH}"
+# tools/python_site/sitecustomize.py: g2p_en (imported by espnet2's enhancement task) loads lazily, so that
+# no stage prints nltk's failed downloads.
+export PYTHONPATH="${MAIN_ROOT}/tools/python_site${PYTHONPATH:+:${PYTHONPATH}}"
 export LC_ALL=C
 export PYTHONIOENCODING=UTF-8
 # One BLAS thread per process: recipes parallelise over jobs (--nj), not inside them.
