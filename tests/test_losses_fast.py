@@ -374,12 +374,13 @@ def test_student_equal_to_teacher_gives_exactly_zero_scores():
 
 
 # ------------------------------------------------------------------------------------ float32 vs 64
+@pytest.mark.parametrize("seed", [0, 4])
 @pytest.mark.parametrize("name", ["dfkd_dispatch_mssp", "l2_mssp_crossover", "l2_20x1"])
-def test_float32_and_float64_select_the_same_patches_on_speech(name):
-    """DFKD's crossover puts the low band on the DC bin alone in about a quarter of these frames; the
+def test_float32_and_float64_select_the_same_patches_on_speech(name, seed):
+    """DFKD's crossover puts the low band on the DC bin alone in about a fifth of these frames; the
     cosine of such a patch is exactly 0 or 2 (not rounding noise), so both precisions rank alike.
-    Before #16 the DFKD + DISPatch + MSSP case differed in 5 bins on this input."""
-    s, t, y = speech_like(batch=4, seconds=2.0, seed=1)
+    Before #16 the DFKD + DISPatch + MSSP case differed in 6 (seed 0) and 3 (seed 4) bins on these inputs."""
+    s, t, y = speech_like(batch=4, seconds=2.0, seed=seed)
     crossover = dfkd_crossover(DISPatchLoss().spectrogram(t).abs())
     assert 0.1 < (crossover == 0).double().mean() < 0.5
     selections, values = [], []
