@@ -32,13 +32,18 @@ class _Magnitude(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         z, mag = ctx.saved_tensors
-        return z * torch.where(mag > 0, grad / mag, 0.0)
+        return _scale_complex(z, torch.where(mag > 0, grad / mag, 0.0))
+
+
+def _scale_complex(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``z * scale`` for complex ``z`` and real ``scale`` of its shape, without promoting ``scale`` to complex."""
+    return torch.view_as_complex(torch.view_as_real(z) * scale.unsqueeze(-1))
 
 
 def _magnitude_values(z: torch.Tensor) -> torch.Tensor:
     parts = torch.view_as_real(z)
     re, im = parts[..., 0], parts[..., 1]
-    return (re * re + im * im).sqrt()
+    return torch.addcmul(re * re, im, im).sqrt_()
 
 
 def magnitude(z: torch.Tensor) -> torch.Tensor:
@@ -73,8 +78,8 @@ class _MaskedMagL2(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         z, mag, d = ctx.saved_tensors
-        d = d.view_as(mag)
-        return z * torch.where(mag > 0, d / mag, 0.0).mul_(2 * grad), None, None, None
+        coef = torch.where(mag > 0, d.view_as(mag) / mag, 0.0).mul_(2 * grad)
+        return _scale_complex(z, coef), None, None, None
 
 
 def masked_mag_l2_sum(z: torch.Tensor, mag: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -58,7 +58,8 @@ class _STFT(torch.autograd.Function):
         weights[0] = n_fft  # DC once (the inverse FFT would count it once, scaled by 1/n)
         if n_fft % 2 == 0:
             weights[-1] = n_fft  # Nyquist once
-        frames = torch.fft.irfft((grad * weights).transpose(1, 2), n=n_fft, dim=-1) * window  # (batch, frames, n)
+        scaled = torch.view_as_complex(torch.view_as_real(grad) * weights.unsqueeze(-1))  # real weights, no promotion
+        frames = torch.fft.irfft(scaled.transpose(1, 2), n=n_fft, dim=-1) * window  # (batch, frames, n)
         return overlap_add(frames, ctx.hop, ctx.length), None, None, None
 
 

@@ -320,7 +320,7 @@ class DISPatchLoss(torch.nn.Module):
         """Knowledge Gap Scores (batch, bands, slots): band distances to the clean target, student minus teacher."""
         if self._single_mag_l2:
             # magnitude L2 as one patch mean: (|S|-|Y|)^2 - (|T|-|Y|)^2 = (|S|-|T|)(|S|+|T|-2|Y|)
-            gap = (student.mag - teacher.mag) * (student.mag + teacher.mag - 2 * clean.mag)
+            gap = (student.mag - teacher.mag).mul_(torch.add(student.mag + teacher.mag, clean.mag, alpha=-2))
             return layout.by_band(layout.pool(gap) / layout.counts.clamp(min=1))
         return knowledge_gap_score(
             self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
