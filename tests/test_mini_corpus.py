@@ -181,11 +181,21 @@ def test_default_plan_uses_voicebank_snr_sets_evenly(default_plan):
 
 
 def test_plan_depends_on_seed_not_on_size_of_held_out_pools(tmp_path, default_plan):
-    held = {u.speaker for u in default_plan if u.subset == "test"}
+    def held_out(*args):
+        config = mini_corpus.config_from_args(mini_corpus.get_parser().parse_args(
+            ["--data-dir", str(tmp_path / "d"), "--audio-dir", str(tmp_path / "a"), *args]))  # fmt: skip
+        _, test = mini_corpus.split_speakers(config)
+        test_pool = mini_corpus.split_sentences(config.seed, config.test_fraction, config.num_sentences)[1]
+        return {spk for pool in test.values() for spk in pool}, set(test_pool)
+
+    speakers, sentences = held_out()
+    assert {u.speaker for u in default_plan if u.subset == "test"} <= speakers
+    assert {u.sentence for u in default_plan if u.subset == "test"} <= sentences
+    assert held_out("--size", "small") == held_out("--size", "evidence") == (speakers, sentences)
     small = plan_of(tmp_path, "--size", "small")
-    assert {u.speaker for u in small if u.subset == "test"} <= held  # same held-out speakers, any size
-    other = plan_of(tmp_path, "--seed", "1")
-    assert {u.speaker for u in other if u.subset == "test"} != held
+    assert {u.speaker for u in small if u.subset == "test"} <= speakers  # same held-out speakers, any size
+    other_speakers, other_sentences = held_out("--seed", "1")
+    assert other_speakers != speakers and other_sentences != sentences
 
 
 def test_sentence_pool_is_fixed_and_distinct():

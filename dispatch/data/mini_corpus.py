@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 SUBSETS = ("train", "valid", "test")
 SIZES = {
     "small": {"train": 24, "valid": 6, "test": 8},  # CI
-    "default": {"train": 1000, "valid": 60, "test": 120},  # the recipe's default run (within 15 min)
+    "default": {"train": 800, "valid": 50, "test": 100},  # the recipe's default run (within 15 min)
     "evidence": {"train": 6000, "valid": 300, "test": 600},  # the evidence runs (VoiceBank: 11572 / 824)
 }
 # flite's voices that read arbitrary text (awb_time is a limited-domain voice: it only says the time).

@@ -4,7 +4,7 @@
 # cores (README.md: what the corpus is, calibration runs, the evidence commands).
 #   ./run.sh                        # the shipped teacher (pretrained/), baseline and KD students
 #   ./run.sh --retrain_teacher true # stage 4 trains the teacher with conf/train_teacher.yaml instead
-#   ./run.sh --corpus evidence      # the evidence size: 6000 training utterances (default: 1000)
+#   ./run.sh --corpus evidence      # the evidence size: 6000 training utterances (default: 800)
 #   ./run.sh --ci true              # the smaller version CI runs
 # KD students read the teacher's outputs cached once by stage 10 (--use_teacher_cache false: online).
 # Any enh_kd.sh option can follow (e.g. `./run.sh --stage 6 --kd_configs "conf/kd/kd_si_snr.yaml"`).

@@ -11,7 +11,7 @@ log() {
 }
 
 nj=2              # concurrent synthesis processes
-size=default      # set sizes train/valid/test: default 1000/60/120, evidence 6000/300/600, small 24/6/8
+size=default      # set sizes train/valid/test: default 800/50/100, evidence 6000/300/600, small 24/6/8
 small=false       # same as --size small (CI)
 num_train=        # utterances per set; empty: from --size
 num_valid=
