@@ -64,3 +64,14 @@ def run_module(module: str, *args, check: bool = True, cwd=None) -> subprocess.C
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+@pytest.fixture
+def float64():
+    """torch's default dtype float64 for one test (loss tests compare against loop references)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -10,13 +10,7 @@ from dispatch.losses import dfkd_crossover
 EPS = 1e-8
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Loop references and the batched code agree to 1e-6 only in double precision."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # loop references agree to 1e-6 only in double precision
 
 
 # ---------------------------------------------------------------- plain reference implementations

@@ -28,12 +28,7 @@ from dispatch.stft import overlap_add, stft
 EPS = 1e-8
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # loop references agree to 1e-6 only in double precision
 
 
 # ------------------------------------------------------------------------ reference copies (pre-#16)
