@@ -8,25 +8,27 @@ import pytest
 TEMPLATE = Path(__file__).resolve().parents[1] / "egs2" / "TEMPLATE" / "enh_kd1"
 
 
-@pytest.fixture
-def recipe(tmp_path) -> Path:
-    """A recipe folder like egs2/<name>/enh_kd1 whose local/data.sh writes a tiny corpus."""
-    r = tmp_path / "enh_kd1"
+def make_recipe(root: Path, data_sh: str) -> Path:
+    """A recipe folder like egs2/<name>/enh_kd1 whose local/data.sh runs ``data_sh``, then writes a tiny corpus."""
+    r = root / "enh_kd1"
     (r / "local").mkdir(parents=True)
     (r / "conf").mkdir()
     for name in ("enh_kd.sh", "path.sh", "db.sh", "utils"):
         (r / name).symlink_to(TEMPLATE / name)
     (r / "cmd.sh").write_text("export train_cmd=utils/run.pl cuda_cmd=utils/run.pl decode_cmd=utils/run.pl\n")
-    (r / "conf" / "train_student.yaml").write_text("separator: rnn\n")
-    (r / "conf" / "train_teacher.yaml").write_text("separator: rnn\n")
-    data_sh = r / "local" / "data.sh"
-    data_sh.write_text(
-        "#!/usr/bin/env bash\nset -e\necho \"data.sh called with: $*\" >> calls.txt\n"
+    for name in ("train_student.yaml", "train_teacher.yaml"):
+        (r / "conf" / name).write_text("separator: rnn\n")
+    (r / "local" / "data.sh").write_text("#!/usr/bin/env bash\nset -e\n" + data_sh + "\n"
         "python -c \"from conftest import write_data_dir; from pathlib import Path; "
-        "[write_data_dir(Path('data'), n, 3, i) for i, n in enumerate(['tr', 'cv', 'tt'])]\"\n"
-    )
-    data_sh.chmod(0o755)
+        "[write_data_dir(Path('data'), n, 3, i) for i, n in enumerate(['tr', 'cv', 'tt'])]\"\n")
+    (r / "local" / "data.sh").chmod(0o755)
     return r
+
+
+@pytest.fixture
+def recipe(tmp_path) -> Path:
+    """make_recipe whose local/data.sh records its arguments in calls.txt."""
+    return make_recipe(tmp_path, 'echo "data.sh called with: $*" >> calls.txt')
 
 
 def enh_kd(recipe: Path, *args: str) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import FS, write_data_dir
-from test_enh_kd_script import TEMPLATE
+from test_enh_kd_script import TEMPLATE, make_recipe
 from test_fault_matrix import make_teacher
 
 from dispatch import fingerprint
@@ -189,23 +189,6 @@ def test_1d_the_teacher_cache_redoes_outputs_of_inputs_rebuilt_under_the_same_id
 
 
 # ------------------------------------------------------------------ 1, 3. enh_kd.sh stages 7-9
-def make_recipe(root: Path, data_sh: str) -> Path:
-    """A recipe folder like egs2/<name>/enh_kd1 (see test_enh_kd_script.recipe) with its own local/data.sh."""
-    r = root / "enh_kd1"
-    (r / "local").mkdir(parents=True)
-    (r / "conf").mkdir()
-    for name in ("enh_kd.sh", "path.sh", "db.sh", "utils"):
-        (r / name).symlink_to(TEMPLATE / name)
-    (r / "cmd.sh").write_text("export train_cmd=utils/run.pl cuda_cmd=utils/run.pl decode_cmd=utils/run.pl\n")
-    for name in ("train_student.yaml", "train_teacher.yaml"):
-        (r / "conf" / name).write_text("separator: rnn\n")
-    (r / "local" / "data.sh").write_text("#!/usr/bin/env bash\nset -e\n" + data_sh + "\n"
-        "python -c \"from conftest import write_data_dir; from pathlib import Path; "
-        "[write_data_dir(Path('data'), n, 3, i) for i, n in enumerate(['tr', 'cv', 'tt'])]\"\n")
-    (r / "local" / "data.sh").chmod(0o755)
-    return r
-
-
 BASE = ["--train_set", "tr", "--valid_set", "cv", "--test_sets", "tt", "--nj", "1", "--inference_nj", "1",
         "--ngpu", "0", "--teacher_config", "conf/train_teacher.yaml", "--student_config", "conf/train_student.yaml"]
 
