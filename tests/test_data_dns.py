@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dispatch.data.corpus import CorpusError
-from dispatch.data.datadir import read_scp, validate_data_dir
-from dispatch.data.dns import (
+from dispatch.corpora.common import CorpusError
+from dispatch.corpora.dns import (
     SynthesisConfig,
     active_fraction,
     finished_mixtures,
@@ -19,6 +18,7 @@ from dispatch.data.dns import (
     snr_mix,
     synthesize,
 )
+from dispatch.data.datadir import read_scp, validate_data_dir
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs2" / "dns_ins20" / "enh_kd1"
 FS = 16000

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dispatch.data.corpus import CorpusError
+from dispatch.corpora.common import CorpusError
+from dispatch.corpora.voicebank import FOLDERS, prepare
 from dispatch.data.datadir import read_scp, validate_data_dir
-from dispatch.data.voicebank import FOLDERS, prepare
 
 RECIPE = Path(__file__).resolve().parents[1] / "egs2" / "voicebank_demand" / "enh_kd1"
 TRAIN = {"p226": 2, "p230": 2, "p239": 1, "p287": 2}  # p226 and p287 are the validation speakers

@@ -1,4 +1,4 @@
-"""Noise generators, SNR mixing and the flite/espeak-ng mini corpus (dispatch.data.noise, dispatch.data.mini_corpus)."""
+"""Noise generators, SNR mixing and the flite/espeak-ng mini corpus (dispatch.corpora.noise, dispatch.corpora.mini_corpus)."""
 
 import json
 import logging
@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import welch
 
-from dispatch.data import mini_corpus, noise
+from dispatch.corpora import mini_corpus, noise
 from dispatch.data.datadir import read_scp, validate_data_dir
 
 FS = 16000
@@ -120,13 +120,13 @@ def test_mix_at_snr_rejects_bad_input():
 
 
 def tiny_args(tmp: Path, *extra: str) -> list:
-    return ["--data-dir", str(tmp / "data"), "--audio-dir", str(tmp / "data/local/mini"), "--num-train", "8",
-            "--num-valid", "3", "--num-test", "4", "--nj", "2", *extra]  # fmt: skip
+    return ["--data_dir", str(tmp / "data"), "--audio_dir", str(tmp / "data/local/mini"), "--num_train", "8",
+            "--num_valid", "3", "--num_test", "4", "--nj", "2", *extra]  # fmt: skip
 
 
 def plan_of(tmp: Path, *args: str) -> list:
     return mini_corpus.plan_corpus(mini_corpus.config_from_args(mini_corpus.get_parser().parse_args(
-        ["--data-dir", str(tmp / "data"), "--audio-dir", str(tmp / "a"), *args])))  # fmt: skip
+        ["--data_dir", str(tmp / "data"), "--audio_dir", str(tmp / "a"), *args])))  # fmt: skip
 
 
 def test_plan_keeps_test_sentences_out_and_babble_from_other_sentences(tmp_path):
@@ -183,7 +183,7 @@ def test_default_plan_uses_voicebank_snr_sets_evenly(default_plan):
 def test_plan_depends_on_seed_not_on_size_of_held_out_pools(tmp_path, default_plan):
     def held_out(*args):
         config = mini_corpus.config_from_args(mini_corpus.get_parser().parse_args(
-            ["--data-dir", str(tmp_path / "d"), "--audio-dir", str(tmp_path / "a"), *args]))  # fmt: skip
+            ["--data_dir", str(tmp_path / "d"), "--audio_dir", str(tmp_path / "a"), *args]))  # fmt: skip
         _, test = mini_corpus.split_speakers(config)
         test_pool = mini_corpus.split_sentences(config.seed, config.test_fraction, config.num_sentences)[1]
         return {spk for pool in test.values() for spk in pool}, set(test_pool)
@@ -214,16 +214,16 @@ def test_espeak_command_carries_rate_pitch_and_gap(default_plan):
 
 
 def test_bad_options_name_the_option(tmp_path):
-    with pytest.raises(SystemExit, match="--level-range: expected 0 < low <= high < 1"):
-        mini_corpus.main(tiny_args(tmp_path, "--level-range", "0.9", "0.1"))
+    with pytest.raises(SystemExit, match="--level_range: expected 0 < low <= high < 1"):
+        mini_corpus.main(tiny_args(tmp_path, "--level_range", "0.9", "0.1"))
     with pytest.raises(SystemExit, match="--noises: unknown noise 'rain'"):
         mini_corpus.main(tiny_args(tmp_path, "--noises", "babble:2,rain:1"))
-    with pytest.raises(SystemExit, match="--test-snrs: expected comma-separated float values"):
-        mini_corpus.main(tiny_args(tmp_path, "--test-snrs", "2.5,high"))
-    with pytest.raises(SystemExit, match="--flite-share: expected 1 without espeak-ng voices"):
-        mini_corpus.main(tiny_args(tmp_path, "--espeak-variants", ""))
-    with pytest.raises(SystemExit, match="--heldout-speakers: expected at least 2 flite speakers"):
-        mini_corpus.main(tiny_args(tmp_path, "--flite-voices", "slt"))
+    with pytest.raises(SystemExit, match="--test_snrs: expected comma-separated float values"):
+        mini_corpus.main(tiny_args(tmp_path, "--test_snrs", "2.5,high"))
+    with pytest.raises(SystemExit, match="--flite_share: expected 1 without espeak-ng voices"):
+        mini_corpus.main(tiny_args(tmp_path, "--espeak_variants", ""))
+    with pytest.raises(SystemExit, match="--heldout_speakers: expected at least 2 flite speakers"):
+        mini_corpus.main(tiny_args(tmp_path, "--flite_voices", "slt"))
 
 
 def test_missing_flite_says_how_to_install(tmp_path, monkeypatch):
@@ -234,14 +234,14 @@ def test_missing_flite_says_how_to_install(tmp_path, monkeypatch):
 
 @needs_flite
 def test_missing_espeak_or_voice_says_what(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match=r"--espeak-variants: espeak-ng .* has no \['m99'\]"):
-        mini_corpus.main(tiny_args(tmp_path, "--espeak-variants", "m1,m99"))
-    with pytest.raises(SystemExit, match="--flite-voices: flite .* has no voice \\['bob'\\]"):
-        mini_corpus.main(tiny_args(tmp_path, "--flite-voices", "slt,bob"))
+    with pytest.raises(SystemExit, match=r"--espeak_variants: espeak-ng .* has no \['m99'\]"):
+        mini_corpus.main(tiny_args(tmp_path, "--espeak_variants", "m1,m99"))
+    with pytest.raises(SystemExit, match="--flite_voices: flite .* has no voice \\['bob'\\]"):
+        mini_corpus.main(tiny_args(tmp_path, "--flite_voices", "slt,bob"))
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin/flite").symlink_to(shutil.which("flite"))
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    with pytest.raises(SystemExit, match="'espeak-ng' binary was not found.*--flite-share 1"):
+    with pytest.raises(SystemExit, match="'espeak-ng' binary was not found.*--flite_share 1"):
         mini_corpus.main(tiny_args(tmp_path))
 
 
@@ -295,7 +295,7 @@ def test_rerun_skips_and_changed_options_rebuild(corpus, caplog):
 
     first_utt, first_path = next(iter(read_scp(wav_scp).items()))
     old_audio = sf.read(first_path)[0]
-    mini_corpus.main(tiny_args(corpus, "--seed", "1", "--num-train", "5"))
+    mini_corpus.main(tiny_args(corpus, "--seed", "1", "--num_train", "5"))
     assert json.loads(stamp.read_text())["seed"] == 1
     assert len(read_scp(wav_scp)) == 5 and len(list(Path(first_path).parent.glob("*.wav"))) == 5
     new_path = read_scp(wav_scp).get(first_utt)
@@ -305,8 +305,8 @@ def test_rerun_skips_and_changed_options_rebuild(corpus, caplog):
 @needs_flite
 def test_same_seed_same_audio_whatever_nj(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    mini_corpus.main(tiny_args(a, "--nj", "1", "--num-train", "3"))
-    mini_corpus.main(tiny_args(b, "--nj", "2", "--num-train", "3"))
+    mini_corpus.main(tiny_args(a, "--nj", "1", "--num_train", "3"))
+    mini_corpus.main(tiny_args(b, "--nj", "2", "--num_train", "3"))
     files = sorted(p.relative_to(a) for p in a.rglob("*.wav"))
     assert files == sorted(p.relative_to(b) for p in b.rglob("*.wav"))
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)

@@ -1,1 +1,1 @@
-"""Data preparation: corpora, data directories and audio I/O."""
+"""Audio I/O, Kaldi-style data directories, stage 2 formatting and atomic writes (corpus preparation: dispatch.corpora)."""

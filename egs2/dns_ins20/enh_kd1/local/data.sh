@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # DNS Challenge (Interspeech 2020) -> data/{tr,cv}_synthetic, data/tt_synthetic_{no,with}_reverb.
 # Clones the challenge repository into ${DNS2020} if it is absent; synthesis and data dirs are
-# python -m dispatch.data.dns.
+# python -m dispatch.corpora.dns.
 set -euo pipefail
 
 log() {
@@ -32,7 +32,7 @@ Options (default):
   --fs HZ              sampling rate of the mixtures and data dirs (${fs})
   --total_hours H      hours of 30 s training mixtures; 100 h take about 35 GB at 16 kHz (${total_hours})
   --seed N             mixture N is drawn from the generator seeded by (seed, N) (${seed})
-  --synth_opts "..."   more options of 'python -m dispatch.data.dns synthesize' (see its --help),
+  --synth_opts "..."   more options of 'python -m dispatch.corpora.dns synthesize' (see its --help),
                        e.g. "--snr_lower -5 --snr_upper 25"
   --data_dir DIR       where the data dirs are written (${data_dir})
   --wav_dir DIR        mixtures and converted test files (<data_dir>/dns_wav)
@@ -88,13 +88,13 @@ fi
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "Stage 1: synthesizing ${total_hours} h of training mixtures into ${wav_dir}"
     # shellcheck disable=SC2086
-    python -m dispatch.data.dns synthesize --root "${root}" --wav_dir "${wav_dir}" --nj "${nj}" \
+    python -m dispatch.corpora.dns synthesize --root "${root}" --wav_dir "${wav_dir}" --nj "${nj}" \
         --fs "${fs}" --total_hours "${total_hours}" --seed "${seed}" ${synth_opts}
 fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "Stage 2: data dirs in ${data_dir}"
-    python -m dispatch.data.dns prepare --root "${root}" --wav_dir "${wav_dir}" --nj "${nj}" \
+    python -m dispatch.corpora.dns prepare --root "${root}" --wav_dir "${wav_dir}" --nj "${nj}" \
         --data_dir "${data_dir}" --fs "${fs}" --strict_counts "${strict_counts}"
 fi
 log "Successfully finished. [elapsed=${SECONDS}s]"

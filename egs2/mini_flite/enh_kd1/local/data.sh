@@ -2,7 +2,7 @@
 # Build the mini corpus (flite and espeak-ng speech + generated noise) into data/{train,valid,test}
 # and check them.
 # Audio goes to ${audio_dir}. Rerunning with the same options does nothing; see
-# `python3 -m dispatch.data.mini_corpus --help` for what the corpus is made of.
+# `python3 -m dispatch.corpora.mini_corpus --help` for what the corpus is made of.
 set -euo pipefail
 
 log() {
@@ -21,7 +21,7 @@ seed=0
 train_snrs=0,5,10,15         # SNRs (dB) of train and valid mixtures, as in VoiceBank+DEMAND
 test_snrs=2.5,7.5,12.5,17.5  # SNRs (dB) of test mixtures
 audio_dir=data/local/mini_flite
-corpus_opts=      # more options for dispatch.data.mini_corpus, e.g. "--flite-share 1 --max-noises 1"
+corpus_opts=      # more options for dispatch.corpora.mini_corpus, e.g. "--flite_share 1 --max_noises 1"
 
 help_message="Usage: $0 [--nj 2] [--size default|evidence|small] [--num_train N] [--num_valid N]
          [--num_test N] [--fs 16000] [--seed 0] [--train_snrs 0,5,10,15] [--test_snrs 2.5,7.5,12.5,17.5]
@@ -46,13 +46,13 @@ case "${size}" in
     *) echo "$0: --size: expected default, evidence or small, got '${size}'" >&2; exit 1 ;;
 esac
 [ "${small}" = true ] && size=small
-opts=(--data-dir data --audio-dir "${audio_dir}" --nj "${nj}" --fs "${fs}" --seed "${seed}" --size "${size}")
-opts+=(--train-snrs "${train_snrs}" --test-snrs "${test_snrs}")
-[ -n "${num_train}" ] && opts+=(--num-train "${num_train}")
-[ -n "${num_valid}" ] && opts+=(--num-valid "${num_valid}")
-[ -n "${num_test}" ] && opts+=(--num-test "${num_test}")
+opts=(--data_dir data --audio_dir "${audio_dir}" --nj "${nj}" --fs "${fs}" --seed "${seed}" --size "${size}")
+opts+=(--train_snrs "${train_snrs}" --test_snrs "${test_snrs}")
+[ -n "${num_train}" ] && opts+=(--num_train "${num_train}")
+[ -n "${num_valid}" ] && opts+=(--num_valid "${num_valid}")
+[ -n "${num_test}" ] && opts+=(--num_test "${num_test}")
 # shellcheck disable=SC2086  # corpus_opts is a list of options: split it
-python3 -m dispatch.data.mini_corpus "${opts[@]}" ${corpus_opts}
+python3 -m dispatch.corpora.mini_corpus "${opts[@]}" ${corpus_opts}
 
 for dset in train valid test; do
     python3 -m dispatch.bin.validate_data_dir "data/${dset}" --fs "${fs}"

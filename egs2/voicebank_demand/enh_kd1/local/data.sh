@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # VoiceBank+DEMAND (28 speakers, 48 kHz) -> data/{tr_26spk,cv_2spk,tt_2spk} at --fs.
 # Downloads the four archives into ${VOICEBANK_DEMAND} unless it already holds them or their folders;
-# the rest (checking, unpacking, resampling, data dirs) is python -m dispatch.data.voicebank.
+# the rest (checking, unpacking, resampling, data dirs) is python -m dispatch.corpora.voicebank.
 set -euo pipefail
 
 log() {
@@ -81,6 +81,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 log "Preparing data dirs in ${data_dir} from ${root}"
-python -m dispatch.data.voicebank --root "${root}" --data_dir "${data_dir}" --wav_dir "${wav_dir}" \
+python -m dispatch.corpora.voicebank --root "${root}" --data_dir "${data_dir}" --wav_dir "${wav_dir}" \
     --fs "${fs}" --nj "${nj}" --strict_counts "${strict_counts}"
 log "Successfully finished. [elapsed=${SECONDS}s]"

@@ -15,7 +15,7 @@ Data dirs, named as in ESPnet's egs2/vctk_noisy/enh1:
 
 Usage::
 
-    python -m dispatch.data.voicebank --root downloads/voicebank_demand --data_dir data --fs 16000
+    python -m dispatch.corpora.voicebank --root downloads/voicebank_demand --data_dir data --fs 16000
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 from espnet2.utils.types import str2bool
 
-from dispatch.data.corpus import (
+from dispatch.corpora.common import (
     CorpusError,
     check_count,
     list_wavs,

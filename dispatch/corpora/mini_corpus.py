@@ -7,7 +7,7 @@ espeak-ng, a pitch offset and word gap). Held out for the test set only: a share
 flite voice and whole espeak-ng variants) and a share of the sentences (the built-in ones plus
 sentences generated from templates, deterministically). Valid uses training speakers and sentences,
 as VoiceBank+DEMAND recipes do. Each utterance is trimmed of silence, fitted to the duration range and
-mixed with one or two noises (:mod:`dispatch.data.noise`: babble of other utterances of the same
+mixed with one or two noises (:mod:`dispatch.corpora.noise`: babble of other utterances of the same
 subset, music, alarm tones, speech-shaped and amplitude-modulated coloured noise, stationary coloured
 noise, hum, clicks) at an SNR drawn from a set: 0/5/10/15 dB for train and valid, 2.5/7.5/12.5/17.5 dB
 for test, as in VoiceBank+DEMAND. The output level (peak) is drawn per utterance. Everything is drawn
@@ -27,8 +27,8 @@ interrupted build is redone from scratch.
 
 Usage::
 
-    python -m dispatch.data.mini_corpus --data-dir data --audio-dir data/local/mini_flite --nj 2
-    python -m dispatch.data.mini_corpus --size evidence ...   # several thousand training utterances
+    python -m dispatch.corpora.mini_corpus --data_dir data --audio_dir data/local/mini_flite --nj 2
+    python -m dispatch.corpora.mini_corpus --size evidence ...   # several thousand training utterances
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dispatch.data import noise
+from dispatch.corpora import noise
 from dispatch.data.atomic import write_text_atomic
 from dispatch.data.audio import read_audio, write_wav
 from dispatch.data.datadir import write_data_dir, write_scp
@@ -133,36 +133,36 @@ class CorpusConfig:
             if not ok:
                 raise ValueError(f"--{option}: expected {expected}, got {got}")
 
-        check(set(self.sizes) == set(SUBSETS), "num-*", f"sizes for {SUBSETS}", self.sizes)
+        check(set(self.sizes) == set(SUBSETS), "num_*", f"sizes for {SUBSETS}", self.sizes)
         for subset, size in self.sizes.items():
-            check(size >= 1, f"num-{subset}", "at least 1 utterance", size)
+            check(size >= 1, f"num_{subset}", "at least 1 utterance", size)
         check(8000 <= self.fs <= 48000, "fs", "a rate in 8000..48000 Hz", self.fs)
         has_flite, has_espeak = bool(self.flite_voices), bool(self.espeak_accents and self.espeak_variants)
-        check(has_flite or has_espeak, "flite-voices", "at least one flite or espeak-ng voice", self.flite_voices)
-        check(0.0 <= self.flite_share <= 1.0, "flite-share", "a fraction in [0, 1]", self.flite_share)
-        check(has_flite or self.flite_share == 0.0, "flite-share", "0 without --flite-voices", self.flite_share)
-        check(has_espeak or self.flite_share == 1.0, "flite-share", "1 without espeak-ng voices", self.flite_share)
-        check(0.0 < self.heldout_speakers < 1.0, "heldout-speakers", "a fraction in (0, 1)", self.heldout_speakers)
+        check(has_flite or has_espeak, "flite_voices", "at least one flite or espeak-ng voice", self.flite_voices)
+        check(0.0 <= self.flite_share <= 1.0, "flite_share", "a fraction in [0, 1]", self.flite_share)
+        check(has_flite or self.flite_share == 0.0, "flite_share", "0 without --flite_voices", self.flite_share)
+        check(has_espeak or self.flite_share == 1.0, "flite_share", "1 without espeak-ng voices", self.flite_share)
+        check(0.0 < self.heldout_speakers < 1.0, "heldout_speakers", "a fraction in (0, 1)", self.heldout_speakers)
         for engine, speakers in self.speakers_by_engine().items():
-            check(len(speakers) >= 2, "heldout-speakers", f"at least 2 {engine} speakers to hold some out",
+            check(len(speakers) >= 2, "heldout_speakers", f"at least 2 {engine} speakers to hold some out",
                   speakers)  # fmt: skip
         low, high = self.stretch_range
-        check(0.3 <= low <= high <= 3.0, "stretch-range", "0.3 <= low <= high <= 3", self.stretch_range)
+        check(0.3 <= low <= high <= 3.0, "stretch_range", "0.3 <= low <= high <= 3", self.stretch_range)
         low, high = self.pitch_range
-        check(0 <= low <= high <= 99, "pitch-range", "0 <= low <= high <= 99 (espeak-ng -p)", self.pitch_range)
+        check(0 <= low <= high <= 99, "pitch_range", "0 <= low <= high <= 99 (espeak-ng -p)", self.pitch_range)
         low, high = self.duration_range
-        check(0.5 <= low <= high, "duration-range", "0.5 <= min <= max seconds", self.duration_range)
+        check(0.5 <= low <= high, "duration_range", "0.5 <= min <= max seconds", self.duration_range)
         low, high = self.level_range
-        check(0.0 < low <= high < 1.0, "level-range", "0 < low <= high < 1 (peak, full scale)", self.level_range)
+        check(0.0 < low <= high < 1.0, "level_range", "0 < low <= high < 1 (peak, full scale)", self.level_range)
         for name in ("train_snrs", "test_snrs"):
             values = getattr(self, name)
-            check(len(values) > 0 and all(np.isfinite(values)), name.replace("_", "-"), "finite dB values", values)
+            check(len(values) > 0 and all(np.isfinite(values)), name, "finite dB values", values)
         check(len(self.noises) > 0, "noises", "at least one noise", self.noises)
-        check(1 <= self.max_noises <= len(self.noises), "max-noises", "1..number of noises", self.max_noises)
+        check(1 <= self.max_noises <= len(self.noises), "max_noises", "1..number of noises", self.max_noises)
         low, high = self.tilt_range
-        check(0.0 <= low <= high <= 4.0, "tilt-range", "0 <= low <= high <= 4", self.tilt_range)
-        check(self.num_sentences >= 2, "num-sentences", "at least 2 sentences", self.num_sentences)
-        check(0.0 < self.test_fraction < 1.0, "test-fraction", "a fraction in (0, 1)", self.test_fraction)
+        check(0.0 <= low <= high <= 4.0, "tilt_range", "0 <= low <= high <= 4", self.tilt_range)
+        check(self.num_sentences >= 2, "num_sentences", "at least 2 sentences", self.num_sentences)
+        check(0.0 < self.test_fraction < 1.0, "test_fraction", "a fraction in (0, 1)", self.test_fraction)
 
     def speakers_by_engine(self) -> Dict[str, List[str]]:
         """Speaker ids per engine that speaks a share of the utterances."""
@@ -241,7 +241,7 @@ def find_flite(voices: Sequence[str]) -> str:
     available = listing.split(":", 1)[-1].split()
     missing = [voice for voice in voices if voice not in available]
     if missing:
-        raise ValueError(f"--flite-voices: flite ({flite}) has no voice {missing}; it has {available}")
+        raise ValueError(f"--flite_voices: flite ({flite}) has no voice {missing}; it has {available}")
     return flite
 
 
@@ -251,7 +251,7 @@ def find_espeak(accents: Sequence[str], variants: Sequence[str]) -> str:
     if espeak is None:
         raise RuntimeError(
             "the 'espeak-ng' binary was not found on PATH: run tools/install.sh (Debian package espeak-ng),"
-            " or build without it: --flite-share 1"
+            " or build without it: --flite_share 1"
         )
 
     def column(option: str, index: int) -> List[str]:
@@ -260,7 +260,7 @@ def find_espeak(accents: Sequence[str], variants: Sequence[str]) -> str:
 
     languages = set(column("--voices", 1))
     variant_files = {name.rsplit("/", 1)[-1] for name in column("--voices=variant", 4)}
-    for option, wanted, have in (("espeak-accents", accents, languages), ("espeak-variants", variants, variant_files)):
+    for option, wanted, have in (("espeak_accents", accents, languages), ("espeak_variants", variants, variant_files)):
         missing = [name for name in wanted if name not in have]
         if missing:
             raise ValueError(f"--{option}: espeak-ng ({espeak}) has no {missing}; it has {sorted(have)}")
@@ -276,7 +276,7 @@ def sentence_pool(count: int) -> List[str]:
                                     range(len(TEMPLATE_ENDINGS))))  # fmt: skip
     extra = count - len(SENTENCES)
     if extra > len(combos):
-        raise ValueError(f"--num-sentences: at most {len(SENTENCES) + len(combos)} sentences, got {count}")
+        raise ValueError(f"--num_sentences: at most {len(SENTENCES) + len(combos)} sentences, got {count}")
     chosen = rng.choice(len(combos), size=extra, replace=False)
     generated = []
     for index in chosen:
@@ -504,7 +504,7 @@ def build_corpus(config: CorpusConfig, nj: int = 1) -> bool:
     audio_dir, data_dir = Path(config.audio_dir), Path(config.data_dir)
     if audio_dir.exists() and not (audio_dir / MARKER).exists():
         raise ValueError(
-            f"--audio-dir {audio_dir} exists but was not made by this module (no {MARKER}): move it away"
+            f"--audio_dir {audio_dir} exists but was not made by this module (no {MARKER}): move it away"
         )
     plan = plan_corpus(config)
     tmp = audio_dir.with_name(f"{audio_dir.name}.tmp")
@@ -537,39 +537,39 @@ def build_corpus(config: CorpusConfig, nj: int = 1) -> bool:
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dispatch.data.mini_corpus",
+        prog="python -m dispatch.corpora.mini_corpus",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--data-dir", default="data", help="where data/<set>/ dirs are written")
-    parser.add_argument("--audio-dir", default="data/local/mini_flite", help="where the wav files go")
+    parser.add_argument("--data_dir", default="data", help="where data/<set>/ dirs are written")
+    parser.add_argument("--audio_dir", default="data/local/mini_flite", help="where the wav files go")
     parser.add_argument(
         "--size",
         choices=sorted(SIZES),
         default="default",
-        help="set sizes for the --num-* not given: "
+        help="set sizes for the --num_* not given: "
         + "; ".join(f"{name}: {'/'.join(str(n) for n in sizes.values())}" for name, sizes in SIZES.items()),
     )
     parser.add_argument("--small", action="store_true", help="same as --size small (CI)")
     for subset in SUBSETS:
-        parser.add_argument(f"--num-{subset}", type=int, help=f"{subset} utterances; None: from --size")
+        parser.add_argument(f"--num_{subset}", type=int, help=f"{subset} utterances; None: from --size")
     parser.add_argument("--fs", type=int, default=16000, help="sampling rate of the written audio (Hz)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     parser.add_argument("--nj", type=int, default=2, help="concurrent synthesis processes")
-    parser.add_argument("--flite-voices", default=",".join(DEFAULT_FLITE_VOICES), help="comma-separated")
-    parser.add_argument("--espeak-accents", default=",".join(DEFAULT_ESPEAK_ACCENTS), help="comma-separated")
-    parser.add_argument("--espeak-variants", default=",".join(DEFAULT_ESPEAK_VARIANTS), help="comma-separated")
+    parser.add_argument("--flite_voices", default=",".join(DEFAULT_FLITE_VOICES), help="comma-separated")
+    parser.add_argument("--espeak_accents", default=",".join(DEFAULT_ESPEAK_ACCENTS), help="comma-separated")
+    parser.add_argument("--espeak_variants", default=",".join(DEFAULT_ESPEAK_VARIANTS), help="comma-separated")
     parser.add_argument(
-        "--flite-share", type=float, default=0.4, help="share of utterances spoken by flite (1: flite only)"
+        "--flite_share", type=float, default=0.4, help="share of utterances spoken by flite (1: flite only)"
     )
     parser.add_argument(
-        "--heldout-speakers",
+        "--heldout_speakers",
         type=float,
         default=0.2,
         help="share of flite voices and of espeak-ng variants heard only in test",
     )
     parser.add_argument(
-        "--stretch-range",
+        "--stretch_range",
         type=float,
         nargs=2,
         default=(0.8, 1.3),
@@ -577,7 +577,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="duration stretch range (speaking rate; larger is slower; espeak-ng: 170 wpm / stretch)",
     )
     parser.add_argument(
-        "--pitch-range",
+        "--pitch_range",
         type=float,
         nargs=2,
         default=(25.0, 75.0),
@@ -585,7 +585,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="espeak-ng base pitch of each speaker (-p, 0..99), plus an utterance offset of up to 8",
     )
     parser.add_argument(
-        "--duration-range",
+        "--duration_range",
         type=float,
         nargs=2,
         default=(1.5, 4.0),
@@ -593,7 +593,7 @@ def get_parser() -> argparse.ArgumentParser:
         help="utterance length in seconds: longer speech is cropped, shorter zero-padded",
     )
     parser.add_argument(
-        "--level-range",
+        "--level_range",
         type=float,
         nargs=2,
         default=(0.1, 0.9),
@@ -601,17 +601,17 @@ def get_parser() -> argparse.ArgumentParser:
         help="output level: peak of the louder of noisy/clean, in full scale, drawn uniformly",
     )
     parser.add_argument(
-        "--train-snrs",
+        "--train_snrs",
         default=",".join(f"{v:g}" for v in DEFAULT_TRAIN_SNRS),
         help="SNRs (dB) of train and valid, one drawn per mixture",
     )
     parser.add_argument(
-        "--test-snrs", default=",".join(f"{v:g}" for v in DEFAULT_TEST_SNRS), help="SNRs (dB) of test"
+        "--test_snrs", default=",".join(f"{v:g}" for v in DEFAULT_TEST_SNRS), help="SNRs (dB) of test"
     )
     parser.add_argument("--noises", default=DEFAULT_NOISES, help=f"name:weight,... from {sorted(NOISES)}")
-    parser.add_argument("--max-noises", type=int, default=2, help="up to this many noise types per mixture")
+    parser.add_argument("--max_noises", type=int, default=2, help="up to this many noise types per mixture")
     parser.add_argument(
-        "--tilt-range",
+        "--tilt_range",
         type=float,
         nargs=2,
         default=(1.0, 3.0),
@@ -620,13 +620,13 @@ def get_parser() -> argparse.ArgumentParser:
         " environmental noise is mostly low-frequency)",
     )
     parser.add_argument(
-        "--num-sentences",
+        "--num_sentences",
         type=int,
         default=2000,
         help=f"sentence pool: the {len(SENTENCES)} built-in ones, then template sentences",
     )
     parser.add_argument(
-        "--test-fraction", type=float, default=0.2, help="share of sentences held out for test"
+        "--test_fraction", type=float, default=0.2, help="share of sentences held out for test"
     )
     return parser
 
@@ -642,17 +642,17 @@ def config_from_args(args: argparse.Namespace) -> CorpusConfig:
         sizes=sizes,
         fs=args.fs,
         seed=args.seed,
-        flite_voices=parse_list(args.flite_voices, "flite-voices"),
-        espeak_accents=parse_list(args.espeak_accents, "espeak-accents"),
-        espeak_variants=parse_list(args.espeak_variants, "espeak-variants"),
+        flite_voices=parse_list(args.flite_voices, "flite_voices"),
+        espeak_accents=parse_list(args.espeak_accents, "espeak_accents"),
+        espeak_variants=parse_list(args.espeak_variants, "espeak_variants"),
         flite_share=args.flite_share,
         heldout_speakers=args.heldout_speakers,
         stretch_range=tuple(args.stretch_range),
         pitch_range=tuple(args.pitch_range),
         duration_range=tuple(args.duration_range),
         level_range=tuple(args.level_range),
-        train_snrs=parse_list(args.train_snrs, "train-snrs", float),
-        test_snrs=parse_list(args.test_snrs, "test-snrs", float),
+        train_snrs=parse_list(args.train_snrs, "train_snrs", float),
+        test_snrs=parse_list(args.test_snrs, "test_snrs", float),
         noises=parse_noises(args.noises),
         max_noises=args.max_noises,
         tilt_range=tuple(args.tilt_range),

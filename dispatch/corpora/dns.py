@@ -39,9 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from espnet2.utils.types import str2bool
 
-from dispatch.data.atomic import write_text_atomic
-from dispatch.data.audio import read_audio, write_wav
-from dispatch.data.corpus import (
+from dispatch.corpora.common import (
     CorpusError,
     check_count,
     check_first_audio,
@@ -50,6 +48,8 @@ from dispatch.data.corpus import (
     to_pcm16,
     validate_sets,
 )
+from dispatch.data.atomic import write_text_atomic
+from dispatch.data.audio import read_audio, write_wav
 from dispatch.data.datadir import write_data_dir
 
 BRANCH = "interspeech2020/master"
