@@ -9,6 +9,9 @@ import pytest
 import soundfile as sf
 
 FS = 16000
+# Recipes run by the tests activate the environment running pytest (tools/activate_python.sh reads it),
+# so a suite run by tools/venv-espnet202611/bin/python tests that release end to end.
+os.environ["DISPATCH_VENV"] = sys.prefix
 
 
 def write_data_dir(root: Path, name: str, n_utts: int, seed: int, seconds=(0.8, 1.2)) -> Path:

@@ -4,6 +4,7 @@
 #   tools/install.sh                 # CPU torch (default)
 #   TORCH_VARIANT=cu128 tools/install.sh   # CUDA build from download.pytorch.org/whl/cu128
 #   SKIP_APT=1 tools/install.sh      # do not apt-get flite, sox, chromium (no root)
+#   ESPNET_VERSION=202611 tools/install.sh   # espnet 202611 on Python 3.12/3.13, in tools/venv-espnet202611
 #
 # Why not `pip install espnet`: espnet==202511 pins setuptools<74, torch>=2.13 needs setuptools>=77.0.3,
 # and pip backtracks into an older CUDA torch (several GB). We install torch first, pin it with a
@@ -13,13 +14,35 @@ set -euo pipefail
 
 tools_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_dir=$(dirname "${tools_dir}")
-venv=${VENV:-${tools_dir}/venv}
-python=${PYTHON:-python3}
+espnet_version=${ESPNET_VERSION:-202511}
 torch_version=${TORCH_VERSION:-2.13.0}
 torch_variant=${TORCH_VARIANT:-cpu}
 
 log() { echo "[tools/install.sh $(date '+%H:%M:%S')] $*"; }
 
+# espnet 202511 is the newest release for Python 3.11 (the default: a local CPU torch wheel, a small venv);
+# 202611 needs Python >= 3.12, < 3.14 and gets its own venv, so both can sit side by side.
+case "${espnet_version}" in
+    202511) venv=${VENV:-${tools_dir}/venv}; python=${PYTHON:-python3} ;;
+    202611)
+        venv=${VENV:-${tools_dir}/venv-espnet${espnet_version}}
+        python=${PYTHON:-}
+        if [ -z "${python}" ]; then
+            # python3.12 / 3.13 on PATH, else pyenv's (its shims only answer for a selected version).
+            for v in 3.12 3.13; do
+                if command -v "python${v}" >/dev/null 2>&1 && "python${v}" -c "" 2>/dev/null; then
+                    python=python${v}; break
+                fi
+                if command -v pyenv >/dev/null 2>&1; then
+                    pv=$(pyenv versions --bare 2>/dev/null | grep -E "^${v//./\\.}\\.[0-9]+$" | sort -V | tail -n 1)
+                    if [ -n "${pv}" ]; then python=$(pyenv root)/versions/${pv}/bin/python${v}; break; fi
+                fi
+            done
+        fi
+        [ -n "${python}" ] || { echo "tools/install.sh: ESPNET_VERSION=202611 needs Python 3.12 or 3.13 (give PYTHON=/path/to/python3.12)" >&2; exit 1; }
+        ;;
+    *) echo "tools/install.sh: ESPNET_VERSION: expected 202511 (Python 3.11) or 202611 (Python 3.12/3.13), got '${espnet_version}'" >&2; exit 1 ;;
+esac
 if [ -z "${SKIP_APT:-}" ] && command -v apt-get >/dev/null 2>&1; then
     missing=()
     for pkg in flite espeak-ng sox chromium chromium-driver; do
@@ -39,7 +62,7 @@ fi
 pip=("${venv}/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q "pip<26" wheel "setuptools>=77.0.3"
 
-# 1. torch. CPU: a local wheel when pip's find-links has one, else PyTorch's CPU index.
+# 1. torch. CPU: a local wheel when pip's find-links has one, else PyTorch's index, else PyPI.
 if "${venv}/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${torch_version}')" 2>/dev/null; then
     log "torch ${torch_version} already installed"
 else
@@ -49,8 +72,13 @@ else
     if [ "${torch_variant}" = cpu ] && "${pip[@]}" install -q --no-index --no-deps "torch==${torch_version}" 2>/dev/null; then
         log "torch from a local wheel; its dependencies from the index"
         "${pip[@]}" install -q "torch==${torch_version}"
-    else
+    elif "${venv}/bin/python" -c "import urllib.request as u; u.urlopen('${index_url}/', timeout=15)" 2>/dev/null; then
         "${pip[@]}" install -q "torch==${torch_version}" --extra-index-url "${index_url}"
+    else
+        # Without PyTorch's index (or a local wheel for this Python), pip's only source is PyPI, whose
+        # Linux torch is the CUDA build: about 4 GB more on disk, and it runs on CPU all the same.
+        log "${index_url} is not reachable: torch==${torch_version} from PyPI (the CUDA build; it runs on CPU too)"
+        "${pip[@]}" install -q "torch==${torch_version}"
     fi
 fi
 installed_torch=$("${venv}/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
@@ -59,7 +87,7 @@ printf 'torch==%s\nsetuptools>=77.0.3\n' "${installed_torch}" > "${constraints}"
 
 # 2. espnet and friends without their pins, then their runtime needs under the torch constraint.
 log "installing espnet (no deps) and its runtime requirements"
-"${pip[@]}" install -q -c "${constraints}" --no-deps -r "${tools_dir}/requirements-nodeps.txt"
+"${pip[@]}" install -q -c "${constraints}" --no-deps "espnet==${espnet_version}" -r "${tools_dir}/requirements-nodeps.txt"
 "${pip[@]}" install -q -c "${constraints}" -r "${tools_dir}/requirements-espnet.txt"
 # torchaudio's Linux wheel is a CUDA build whose extension cannot load beside a CPU torch; espnet2's
 # enhancement code only needs its pure-Python resample, which works without the extension.
@@ -74,9 +102,11 @@ log "installing dispatch (editable) and the test tools"
 "${pip[@]}" install -q -c "${constraints}" --no-deps -e "${repo_dir}"
 "${pip[@]}" install -q -c "${constraints}" -r "${tools_dir}/requirements-test.txt"
 
+# The environment built last is the recipes' default; DISPATCH_VENV selects another one that this script
+# built (the tests set it to the venv running pytest, so a suite run by tools/venv-espnet202611 stays there).
 cat > "${tools_dir}/activate_python.sh" <<ACT
 # Sourced by recipes' path.sh (generated by tools/install.sh).
-. "${venv}/bin/activate"
+. "\${DISPATCH_VENV:-${venv}}/bin/activate"
 ACT
 "${venv}/bin/python" -c "import torch, espnet2.tasks.enh, dispatch; print('ok: torch', torch.__version__)" 2>&1 | tail -n 1
 log "done"
