@@ -32,12 +32,28 @@ class _Magnitude(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         z, mag = ctx.saved_tensors
-        return _scale_complex(z, torch.where(mag > 0, grad / mag, 0.0))
+        return _scale_complex(z, _over_magnitude(grad, mag))
+
+
+def _over_magnitude(x: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
+    """``x / mag``, 0 where ``mag`` is 0 (``torch.abs``'s gradient there).
+
+    ``nan_to_num_`` rather than ``torch.where(mag > 0, ...)``: a bool mask costs three more passes over
+    the spectrogram, which at one CPU thread take longer than the division itself (#16). Where ``mag`` is
+    0 the quotient is +-inf or NaN, and ``z = 0`` there, so the gradient ``x / mag * z`` is 0.
+    """
+    return torch.div(x, mag).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _scale_complex(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``z * scale`` for complex ``z`` and real ``scale`` of its shape, without promoting ``scale`` to complex."""
     return torch.view_as_complex(torch.view_as_real(z) * scale.unsqueeze(-1))
+
+
+def flat_view(x: torch.Tensor) -> torch.Tensor:
+    """A dense tensor as 1-D in its memory order (a view, no copy, whatever its strides)."""
+    order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
+    return x.permute(order).reshape(-1)
 
 
 def _magnitude_values(z: torch.Tensor) -> torch.Tensor:
@@ -66,38 +82,39 @@ def magnitude(z: torch.Tensor) -> torch.Tensor:
 
 
 class _MaskedMagL2(torch.autograd.Function):
-    """``sum((|z| - target)^2 * mask)`` with the gradient ``2 (|z| - target) mask z / |z|`` in one step."""
+    """``sum((diff * mask)^2)`` with ``diff = |z| - target``: the gradient ``2 diff mask z / |z|`` in one step."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, mag: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        d = ((mag - target) * mask).flatten()
+    def forward(ctx, z: torch.Tensor, mag: torch.Tensor, diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        d = diff * mask
         ctx.save_for_backward(z, mag, d)
-        return torch.dot(d, d)
+        flat = flat_view(d)
+        return torch.dot(flat, flat)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         z, mag, d = ctx.saved_tensors
-        coef = torch.where(mag > 0, d.view_as(mag) / mag, 0.0).mul_(2 * grad)
-        return _scale_complex(z, coef), None, None, None
+        return _scale_complex(z, _over_magnitude(d, mag).mul_(2 * grad)), None, None, None
 
 
-def masked_mag_l2_sum(z: torch.Tensor, mag: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mag_l2_sum(z: torch.Tensor, mag: torch.Tensor, diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Squared magnitude error summed over the bins of ``mask``, as one autograd Function.
 
     The same value and gradient (to rounding) as ``((magnitude(z) - target).pow(2) * mask).sum()``, in
-    fewer passes over the spectrogram: DISPatch's magnitude-L2 KD term on the selected bins.
+    fewer passes over the spectrogram: DISPatch's magnitude-L2 KD term on the selected bins. The caller
+    passes ``diff = |z| - target``, which it has computed for the Knowledge Gap Score already.
 
     Args:
         z: (batch, freq, time) complex, the student spectrogram (gradient flows to it only).
         mag: :func:`magnitude` of ``z`` (its gradient is not used).
-        target: (batch, freq, time) teacher magnitude.
-        mask: (batch, freq, time) bool or 0/1, the bins that count.
+        diff: (batch, freq, time) ``mag - target``, ``target`` the teacher magnitude (no gradient).
+        mask: (batch, freq, time) 0/1 in the dtype of ``mag``, the bins that count.
 
     Returns:
         scalar.
     """
-    return _MaskedMagL2.apply(z, mag.detach(), target.detach(), mask)
+    return _MaskedMagL2.apply(z, mag.detach(), diff.detach(), mask)
 
 
 class Spectrum(NamedTuple):
@@ -187,7 +204,7 @@ def _real_dc_only(a: Spectrum, b: Spectrum, layout: PatchLayout) -> torch.Tensor
     """(batch, slots) bool: patches made of one DC bin, real in both spectra (always so in a one-sided
     STFT of real signals). Their cosine is the constant 0 or 2, so their gradient is set to exactly 0
     (autograd would give rounding noise)."""
-    dc_slot = layout.index[:, 0, :]  # (batch, time) slot of each frame's DC bin; num_slots if not counted
+    dc_slot = layout.dc_slots()  # (batch, time) slot of each frame's DC bin; num_slots if not counted
     real = (a.z[:, 0, :].imag == 0) & (b.z[:, 0, :].imag == 0)
     hit = real.new_zeros(real.shape[0], layout.num_slots + 1).scatter_(1, dc_slot, real)[:, :layout.num_slots]
     return hit & (layout.counts == 1)

@@ -58,6 +58,10 @@ class PatchLayout:
         flat = padded.gather(1, self.index.flatten(1))
         return flat.view(self.index.shape)
 
+    def dc_slots(self) -> torch.Tensor:
+        """(batch, time) long slot of each frame's DC bin; ``num_slots`` where it does not count."""
+        return self.index[:, 0, :]
+
 
 def patch_sum(x: torch.Tensor, index: torch.Tensor, num_slots: int) -> torch.Tensor:
     """Sum bins into patches.
@@ -151,9 +155,12 @@ def patch_layout(
 
 # ------------------------------------------------------------------------------------------ fast layouts
 # The layouts below hold the same slots, counts and pooled values as :func:`patch_layout` (sums up to
-# rounding) without a per-bin index: fixed band edges pool by pad-and-view, a per-frame crossover by
-# float64 cumulative sums gathered at the patch boundaries. Their ``index`` (needed only to spread slot
-# values back onto bins, e.g. for ``last_selection``) is built on first use by :func:`patch_layout`.
+# rounding) without a per-bin index: fixed band edges pool by reshape-and-sum, a per-frame crossover by
+# float64 cumulative sums gathered at the patch boundaries. They work in the memory order of
+# ``torch.stft``'s output, frequency fastest (a (batch, freq, time) tensor whose ``transpose(1, 2)`` is
+# contiguous): per-bin inputs in that order are read contiguously, and what they spread onto bins is
+# written in that order, because an element-wise operation that mixes the two orders runs about 10x
+# slower on CPU than one on a single order (#16).
 
 
 def _slot_grid(n_freq: int, n_frames: int, patch_sizes: Sequence[PatchSize]) -> Tuple[int, int]:
@@ -201,12 +208,57 @@ def block_spread(values: torch.Tensor, size: PatchSize, shape: Tuple[int, int]) 
     return v[:, :, None, :, None].expand(batch, fp, pf, tp, pt).reshape(batch, fp * pf, tp * pt)[:, :n_freq, :n_frames]
 
 
+def run_sums(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Sums of ``size`` consecutive bins along the last axis from bin 0, the last run cut short.
+
+    Args:
+        x: (batch, time, n), read in place (no padded copy).
+
+    Returns:
+        (batch, time, ceil(n / size)).
+    """
+    batch, n_frames, n = x.shape
+    full = n // size * size
+    sums = x[..., :full].reshape(batch, n_frames, n // size, size).sum(-1)
+    return torch.cat([sums, x[..., full:].sum(-1, keepdim=True)], dim=-1) if full < n else sums
+
+
+def run_spread(values: torch.Tensor, size: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`run_sums`'s grouping: (batch, time, runs) -> (batch, time, n), each run's value on its bins."""
+    batch, n_frames, runs = values.shape
+    return values[..., None].expand(batch, n_frames, runs, size).reshape(batch, n_frames, runs * size)[..., :n]
+
+
+def _zero_frames(per_frame: torch.Tensor, frame_valid: Optional[torch.Tensor]) -> torch.Tensor:
+    """(batch, time, ...) per-frame values with frames past an utterance's end set to 0 (False)."""
+    if frame_valid is None:
+        return per_frame
+    return per_frame.masked_fill(~frame_valid.view(*frame_valid.shape, *[1] * (per_frame.dim() - 2)), 0)
+
+
+def _group_frames(per_frame: torch.Tensor, width: int, grid: Tuple[int, int]) -> torch.Tensor:
+    """(batch, time, freq patches) per-frame patch values -> (batch, grid[0], grid[1]), summed over ``width`` frames."""
+    return block_sum(per_frame.transpose(1, 2), (1, width), grid)
+
+
+def _spread_frames(values: torch.Tensor, width: int, n_frames: int) -> torch.Tensor:
+    """Inverse of :func:`_group_frames`: (batch, freq patches, time patches) -> (batch, time, freq patches)."""
+    return block_spread(values, (1, width), (values.shape[1], n_frames)).transpose(1, 2)
+
+
 class _LazyIndex:
-    """``index`` built on first use by :func:`patch_layout` (the general layout), for ``to_bins`` callers."""
+    """Shared parts of the fast layouts; ``index`` is built on first use by :func:`patch_layout` (the
+    general layout), for callers that need a per-bin slot (the fast layouts do not)."""
 
     _index: Optional[torch.Tensor] = None
 
     def general(self) -> PatchLayout:
+        raise NotImplementedError
+
+    def _sums(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_bins(self, slot_values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     @property
@@ -215,17 +267,46 @@ class _LazyIndex:
             self._index = self.general().index
         return self._index
 
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum ``x`` (batch, freq, time) over the bins of each patch: (batch, num_slots).
+
+        Backward: each bin gets its patch's gradient (:meth:`to_bins`).
+        """
+        return _Pool.apply(x, self) if x.requires_grad and torch.is_grad_enabled() else self._sums(x)
+
     def by_band(self, x: torch.Tensor) -> torch.Tensor:
         """View slot values (batch, num_slots) as (batch, bands, slots_per_band)."""
         return x.view(x.shape[0], self.num_bands, self.slots_per_band)
+
+    def dc_slots(self) -> torch.Tensor:
+        """(batch, time) long slot of each frame's DC bin (band 0 starts at bin 0); ``num_slots`` past an
+        utterance's end."""
+        batch, _, n_frames = self.shape
+        slots = torch.arange(n_frames, device=self.counts.device) // self.patch_sizes[0][1]
+        slots = slots.expand(batch, n_frames)
+        return slots if self.frame_valid is None else slots.masked_fill(~self.frame_valid, self.num_slots)
 
     @property
     def num_slots(self) -> int:
         return self.num_bands * self.slots_per_band
 
 
+class _Pool(torch.autograd.Function):
+    """Patch sums of a fast layout; the gradient of a sum is 1 on each of its bins."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layout: _LazyIndex) -> torch.Tensor:
+        ctx.layout = layout
+        return layout._sums(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.layout.to_bins(grad), None
+
+
 class GridLayout(_LazyIndex):
-    """Fixed band edges: each band is a regular grid of patches, pooled by pad-and-view.
+    """Fixed band edges: each band is a regular grid of patches, pooled by reshape-and-sum.
 
     Slots, counts and sums are those of ``patch_layout(*fixed_band_edges(...), ...)``.
 
@@ -244,32 +325,36 @@ class GridLayout(_LazyIndex):
         self.num_bands = len(self.patch_sizes)
         self.grid = _slot_grid(shape[1], shape[2], self.patch_sizes)
         self.slots_per_band = self.grid[0] * self.grid[1]
+        self.bands = list(zip(self.bounds[:-1], self.bounds[1:], self.patch_sizes))
         batch = shape[0] if frame_valid is not None else 1
-        ones = torch.ones(batch, shape[1], shape[2], device=device)
-        counts = self.pool(ones)
+        ones = [run_sums(torch.ones(1, 1, hi - lo, device=device), f).expand(batch, shape[2], -1)
+                for lo, hi, (f, _) in self.bands]  # bins per patch and frame
+        counts = self._group(ones)
         self.counts = counts.expand(shape[0], -1) if frame_valid is None else counts
         # Every row (utterance, band) has the same number of patches when no frame is cut off and all
         # bands have the same count: top-k then needs no per-row rank (see select_topk's n_valid).
-        per_band = [math.ceil((hi - lo) / f) * math.ceil(shape[2] / t)
-                    for (lo, hi), (f, t) in zip(zip(self.bounds[:-1], self.bounds[1:]), self.patch_sizes)]
+        per_band = [math.ceil((hi - lo) / f) * math.ceil(shape[2] / t) for lo, hi, (f, t) in self.bands]
         self.uniform_valid = per_band[0] if frame_valid is None and len(set(per_band)) == 1 else None
 
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum ``x`` (batch, freq, time) over the bins of each patch: (batch, num_slots)."""
-        if self.frame_valid is not None:
-            x = x * self.frame_valid.unsqueeze(1)
-        parts = [block_sum(x[:, lo:hi], size, self.grid)
-                 for lo, hi, size in zip(self.bounds[:-1], self.bounds[1:], self.patch_sizes)]
+    def _group(self, per_frame: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per band (batch, time, freq patches) -> (batch, num_slots): frames past the end dropped, grouped."""
+        parts = [_group_frames(_zero_frames(p, self.frame_valid), t, self.grid)
+                 for p, (_, t) in zip(per_frame, self.patch_sizes)]
         return torch.stack(parts, dim=1).flatten(1)
 
+    def _sums(self, x: torch.Tensor) -> torch.Tensor:
+        xt = x.transpose(1, 2)  # (batch, time, freq): contiguous for torch.stft's output
+        return self._group([run_sums(xt[..., lo:hi], f) for lo, hi, (f, _) in self.bands])
+
     def to_bins(self, slot_values: torch.Tensor) -> torch.Tensor:
-        """Spread slot values (batch, num_slots) back onto bins: (batch, freq, time); 0 (False) outside."""
+        """Spread slot values (batch, num_slots) back onto bins: (batch, freq, time), frequency fastest in
+        memory; 0 (False) outside."""
         v = slot_values.view(slot_values.shape[0], self.num_bands, *self.grid)
-        out = torch.cat([block_spread(v[:, i], size, (hi - lo, self.shape[2])) for i, (lo, hi, size) in
-                         enumerate(zip(self.bounds[:-1], self.bounds[1:], self.patch_sizes))], dim=1)
-        if self.frame_valid is not None:
-            out = out.masked_fill(~self.frame_valid.unsqueeze(1), 0)
-        return out
+        n_frames = self.shape[2]
+        out = [run_spread(_zero_frames(_spread_frames(v[:, i, :math.ceil((hi - lo) / f)], t, n_frames),
+                                       self.frame_valid), f, hi - lo)
+               for i, (lo, hi, (f, t)) in enumerate(self.bands)]
+        return torch.cat(out, dim=-1).transpose(1, 2)
 
     def general(self) -> PatchLayout:
         device = self.counts.device
@@ -291,6 +376,10 @@ class CrossoverLayout(_LazyIndex):
         patch_sizes: ``(freq_bins, frames)`` of the two bands.
         n_freq: number of frequency bins F.
         frame_valid: (batch, time) bool, frames inside each utterance; None = all.
+
+    Attributes:
+        bounds: (batch, time, 2 * (freq patches + 1)) long, the first bin of every patch of each band and
+            the band's end, low band then high band.
     """
 
     uniform_valid = None
@@ -305,37 +394,42 @@ class CrossoverLayout(_LazyIndex):
         self.num_bands = 2
         self.grid = _slot_grid(n_freq, n_frames, self.patch_sizes)
         self.slots_per_band = self.grid[0] * self.grid[1]
-        edge = crossover.unsqueeze(1) + 1  # (batch, 1, time) first bin of the high band
-        steps = torch.arange(self.grid[0] + 1, device=crossover.device).view(1, -1, 1)
+        edge = crossover.unsqueeze(-1) + 1  # (batch, time, 1) first bin of the high band
+        steps = torch.arange(self.grid[0] + 1, device=crossover.device)
         (f_low, _), (f_high, _) = self.patch_sizes
-        low = torch.minimum(steps * f_low, edge)  # (batch, freq patches + 1, time)
+        low = torch.minimum(steps * f_low, edge)  # (batch, time, freq patches + 1)
         high = (edge + steps * f_high).clamp(max=n_freq)
-        bounds = torch.stack([low, high], dim=1)  # (batch, 2, freq patches + 1, time), no host copy (CUDA)
-        self.bounds = bounds.flatten(1, 2)
-        self.counts = self._group_frames(bounds.diff(dim=2).to(torch.get_default_dtype()))
+        bounds = torch.stack([low, high], dim=2)  # (batch, time, 2, freq patches + 1), no host copy (CUDA)
+        self.bounds = bounds.flatten(2)
+        self.counts = self._group(bounds.diff(dim=-1).to(torch.get_default_dtype()))
+        self._frame_index: Optional[torch.Tensor] = None
 
-    def _group_frames(self, per_frame: torch.Tensor) -> torch.Tensor:
-        """(batch, 2, freq patches, time) per-frame patch values -> (batch, num_slots), frames grouped."""
-        if self.frame_valid is not None:
-            per_frame = per_frame * self.frame_valid[:, None, None, :]
-        batch = per_frame.shape[0]
+    def _group(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """(batch, time, 2, freq patches) per-frame patch values -> (batch, num_slots), frames grouped."""
+        per_frame = _zero_frames(per_frame, self.frame_valid)
         if all(t == 1 for _, t in self.patch_sizes):
-            return per_frame.reshape(batch, -1)
-        parts = [block_sum(per_frame[:, i], (1, t), self.grid) for i, (_, t) in enumerate(self.patch_sizes)]
+            return per_frame.permute(0, 2, 3, 1).reshape(per_frame.shape[0], -1)
+        parts = [_group_frames(per_frame[:, :, i], t, self.grid) for i, (_, t) in enumerate(self.patch_sizes)]
         return torch.stack(parts, dim=1).flatten(1)
-
-    def pool(self, x: torch.Tensor) -> torch.Tensor:
-        """Sum ``x`` (batch, freq, time) over the bins of each patch: (batch, num_slots).
-
-        Backward: each bin gets its patch's gradient (:meth:`to_bins`), not the cumulative sums' adjoint.
-        """
-        return _CrossoverPool.apply(x, self) if x.requires_grad and torch.is_grad_enabled() else self._sums(x)
 
     def _sums(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, n_frames = x.shape
-        csum = x.cumsum(dim=1, dtype=torch.float64)  # (batch, freq, time): csum[f] = sum of bins 0..f
-        at_bounds = csum.gather(1, (self.bounds - 1).clamp(min=0)).masked_fill_(self.bounds == 0, 0.0)
-        return self._group_frames(at_bounds.view(batch, 2, self.grid[0] + 1, n_frames).diff(dim=2)).to(x.dtype)
+        csum = x.transpose(1, 2).cumsum(dim=-1, dtype=torch.float64)  # (batch, time, freq): sum of bins 0..f
+        at_bounds = csum.gather(-1, (self.bounds - 1).clamp(min=0)) * (self.bounds > 0)
+        return self._group(at_bounds.view(batch, n_frames, 2, -1).diff(dim=-1)).to(x.dtype)
+
+    @property
+    def frame_index(self) -> torch.Tensor:
+        """(batch, time, freq) long, each bin's patch within its frame: ``0..g-1`` the low band's, ``g..2g-1``
+        the high band's (``g`` freq patches per band). Gathered from a table with one row per crossover bin."""
+        if self._frame_index is None:
+            n_freq = self.shape[1]
+            (f_low, _), (f_high, _) = self.patch_sizes
+            edge = torch.arange(1, n_freq, device=self.crossover.device).unsqueeze(1)  # first high bin per crossover
+            freqs = torch.arange(n_freq, device=edge.device)
+            table = torch.where(freqs < edge, freqs // f_low, self.grid[0] + (freqs - edge) // f_high)
+            self._frame_index = table[self.crossover]
+        return self._frame_index
 
     @property
     def index(self) -> torch.Tensor:
@@ -357,23 +451,18 @@ class CrossoverLayout(_LazyIndex):
         return self._index
 
     def to_bins(self, slot_values: torch.Tensor) -> torch.Tensor:
-        """Spread slot values (batch, num_slots) back onto bins: (batch, freq, time); 0 (False) outside."""
-        return PatchLayout.to_bins(self, slot_values)
+        """Spread slot values (batch, num_slots) back onto bins: (batch, freq, time); 0 (False) outside.
+
+        One-frame patches: a gather of each frame's patch values by :attr:`frame_index`, frequency fastest
+        in memory; wider patches: by the per-bin :attr:`index`.
+        """
+        if any(t != 1 for _, t in self.patch_sizes):
+            return PatchLayout.to_bins(self, slot_values)
+        batch, _, n_frames = self.shape
+        per_frame = slot_values.view(batch, 2 * self.grid[0], n_frames).transpose(1, 2)  # (batch, time, patches)
+        per_frame = _zero_frames(per_frame, self.frame_valid)
+        return per_frame.gather(-1, self.frame_index).transpose(1, 2)
 
     def general(self) -> PatchLayout:
         band, start = crossover_band_edges(self.crossover, self.shape[1])
         return patch_layout(band, start, self.patch_sizes, self.shape, self.frame_valid)
-
-
-class _CrossoverPool(torch.autograd.Function):
-    """Patch sums of a :class:`CrossoverLayout`; the gradient of a sum is 1 on each of its bins."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, layout: "CrossoverLayout") -> torch.Tensor:
-        ctx.layout = layout
-        return layout._sums(x)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        return ctx.layout.to_bins(grad), None

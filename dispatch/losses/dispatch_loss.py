@@ -268,19 +268,20 @@ class DISPatchLoss(torch.nn.Module):
         layout = self.layout(teacher.z, frame_valid, teacher.mag)
         valid = layout.by_band(layout.counts > 0)
         with torch.no_grad():
+            diff = student.mag.detach() - teacher.mag if self._single_mag_l2 else None  # (batch, freq, time)
             score = None
             if self.needs_clean:
-                score = self._score(student, teacher, clean, layout)
+                score = self._score(student, teacher, clean, layout, diff)
             selected = select_patches(score, valid, self.topk, self.selection,
                                       getattr(layout, "uniform_valid", None))  # (batch, bands, slots)
             weight = layout.by_band(layout.counts) * selected  # selected bins per slot
 
-        if self._single_mag_l2 and student.z.requires_grad and torch.is_grad_enabled():
+        if self._single_mag_l2:
             # Magnitude-L2 KD: one autograd Function over the selected bins (same value, cheaper backward).
             with torch.no_grad():
-                bins = layout.to_bins(selected.flatten(1))
-            loss = masked_mag_l2_sum(student.z, student.mag, teacher.mag, bins) / weight.sum().clamp(min=1)
-            self._record(layout, selected, weight, valid, bins)
+                mask = layout.to_bins(selected.flatten(1).to(diff.dtype))  # 0/1 per bin
+            loss = masked_mag_l2_sum(student.z, student.mag, diff, mask) / weight.sum().clamp(min=1)
+            self._record(layout, selected, weight, valid)
             return loss
         weighted = (self.band_distance(student, teacher, layout) * weight).sum(dim=(0, 2))  # (bands,)
         n_selected = weight.sum(dim=(0, 2))
@@ -316,11 +317,16 @@ class DISPatchLoss(torch.nn.Module):
         layout = self.layout(teacher.z, frame_valid, teacher.mag)
         return layout.to_bins(self._score(student, teacher, clean, layout).flatten(1))
 
-    def _score(self, student: Spectrum, teacher: Spectrum, clean: Spectrum, layout: PatchLayout) -> torch.Tensor:
-        """Knowledge Gap Scores (batch, bands, slots): band distances to the clean target, student minus teacher."""
+    def _score(self, student: Spectrum, teacher: Spectrum, clean: Spectrum, layout: PatchLayout,
+               diff: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Knowledge Gap Scores (batch, bands, slots): band distances to the clean target, student minus teacher.
+
+        ``diff``: ``|S| - |T|`` (batch, freq, time) when the caller has it (magnitude L2).
+        """
         if self._single_mag_l2:
             # magnitude L2 as one patch mean: (|S|-|Y|)^2 - (|T|-|Y|)^2 = (|S|-|T|)(|S|+|T|-2|Y|)
-            gap = (student.mag - teacher.mag).mul_(torch.add(student.mag + teacher.mag, clean.mag, alpha=-2))
+            diff = student.mag.detach() - teacher.mag if diff is None else diff
+            gap = (student.mag.detach() + teacher.mag).add_(clean.mag, alpha=-2).mul_(diff)
             return layout.by_band(layout.pool(gap) / layout.counts.clamp(min=1))
         return knowledge_gap_score(
             self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
@@ -337,8 +343,8 @@ class DISPatchLoss(torch.nn.Module):
         return self._last_selection
 
     @torch.no_grad()
-    def _record(self, layout: PatchLayout, selected, weight, valid, bins: Optional[torch.Tensor] = None) -> None:
-        self._last, self._last_selection = ((layout, selected), None) if bins is None else (None, bins)
+    def _record(self, layout: PatchLayout, selected, weight, valid) -> None:
+        self._last, self._last_selection = (layout, selected), None
         n_valid = (layout.by_band(layout.counts) * valid).sum(dim=(0, 2))
         n_sel = weight.sum(dim=(0, 2))
         stats = {"selected": n_sel.sum() / n_valid.sum().clamp(min=1)}
