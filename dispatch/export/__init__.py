@@ -1,0 +1,1 @@
+"""Deployment of trained students: ONNX export with parity and speed checks, streaming, model cards."""
