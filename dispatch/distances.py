@@ -138,13 +138,16 @@ def pooled(what: object, a: Spectrum, b: Optional[Spectrum], layout: PatchLayout
            per_bin: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``layout.pool(per_bin())``, (batch, slots), memoised on ``a`` for this ``what``, ``b`` and layout.
 
-    Results computed without autograd are not reused where autograd is on and an input needs it.
+    Results computed without autograd are not reused where autograd is on and an input needs it; those
+    computed with autograd are reused, detached, where it is off (the KD term's pooled student energy
+    serves the Knowledge Gap Score too).
     """
     grad = torch.is_grad_enabled() and (a.z.requires_grad or (b is not None and b.z.requires_grad))
-    key = (what, None if b is None else id(b), id(layout), grad)
-    if key not in a.pooled:
+    key = (what, None if b is None else id(b), id(layout))
+    if key not in a.pooled or (grad and not a.pooled[key][1].requires_grad):
         a.pooled[key] = ((b, layout), layout.pool(per_bin()))  # b and layout kept alive: their ids stay theirs
-    return a.pooled[key][1]
+    value = a.pooled[key][1]
+    return value if grad else value.detach()
 
 
 PatchDistance = Callable[[Spectrum, Spectrum, PatchLayout], torch.Tensor]
@@ -210,10 +213,33 @@ def _real_dc_only(a: Spectrum, b: Spectrum, layout: PatchLayout) -> torch.Tensor
     return hit & (layout.counts == 1)
 
 
+class _RealInner(torch.autograd.Function):
+    """Per-bin ``Re(a conj(b))``; the gradient ``grad * b`` (``grad * a``) in one pass over the spectrogram
+    (autograd through real/imag views would zero-fill and copy a complex tensor per view)."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return _real_inner_values(a, b)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        a, b = ctx.saved_tensors
+        return (_scale_complex(b, grad) if ctx.needs_input_grad[0] else None,
+                _scale_complex(a, grad) if ctx.needs_input_grad[1] else None)
+
+
+def _real_inner_values(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    ra, rb = torch.view_as_real(a), torch.view_as_real(b)
+    return torch.addcmul(ra[..., 0] * rb[..., 0], ra[..., 1], rb[..., 1])
+
+
 def _real_inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-bin ``Re(a conj(b)) = re_a re_b + im_a im_b`` of complex tensors."""
-    z = torch.view_as_real(a) * torch.view_as_real(b)
-    return z[..., 0] + z[..., 1]
+    """Per-bin ``Re(a conj(b)) = re_a re_b + im_a im_b`` of complex tensors (batch, freq, time)."""
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return _RealInner.apply(a, b)
+    return _real_inner_values(a, b)
 
 
 def _sqrt0(x: torch.Tensor) -> torch.Tensor:
