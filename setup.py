@@ -48,6 +48,9 @@ setup(
         "matplotlib",
         "onnxruntime",  # DNSMOS, part of the default scoring (espnet2's DNSMOS_local) ...
         "speechmos",  # ... with the ONNX models this package ships
+        "onnx>=1.17",  # ONNX export of the students (dispatch.export): torch.onnx's exporters ...
+        "onnxscript>=0.5",  # ... the dynamo one translates through onnxscript
+        "torch_complex",  # spectra as real pairs in the export graph (an espnet2 dependency too)
     ],
     extras_require={"test": requirements("tools/requirements-test.txt")},
     entry_points={

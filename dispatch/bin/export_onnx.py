@@ -5,13 +5,13 @@
         --name kd --model exp/student_x/packed_kd.zip --output_dir exp/student_x [--name ... --model ... --output_dir ...]
 
 Several models (``--name``, ``--model``, ``--output_dir`` given once per model, in the same order) are
-exported by one process. For each it writes ``<output_dir>/onnx/model.onnx`` (input ``mix``
-(batch, samples) -> output ``enhanced`` (batch, samples), dynamic length) and ``<output_dir>/onnx/export.json``: the exporter and opset,
-onnxruntime vs PyTorch parity on the test utterances (worst SI-SDR and largest absolute difference),
-the real-time factors of both on one CPU thread, and for a causal Conv-TasNet the streaming check
-(block-by-block output against the offline output, algorithmic latency, per-block real-time factor).
-A model that cannot be exported gets a record naming the operator that blocked it; the exit status
-is then 0 unless ``--require true`` (also required: parity at least ``--min_parity_db``).
+exported by one process. For each it writes ``<output_dir>/onnx/model.onnx`` (input ``mix`` (batch, samples)
+-> output ``enhanced`` (batch, samples), dynamic length) and ``<output_dir>/onnx/export.json``: the exporter
+and opset, onnxruntime vs PyTorch parity on the test utterances (worst SI-SDR and largest absolute
+difference), the real-time factors of both on one CPU thread, and for a causal Conv-TasNet the streaming check
+(block-by-block output against the offline output, algorithmic latency, per-block real-time factor). A model
+that cannot be exported gets a record naming the operator that blocked it; the exit status is then 0 unless
+``--require true`` (also required: parity at least ``--min_parity_db``).
 ``--results_md RESULTS.md name=<output_dir> ...`` only writes the Deployment table of the records.
 """
 from __future__ import annotations
