@@ -23,8 +23,11 @@ log() { echo "[tools/install.sh $(date '+%H:%M:%S')] $*"; }
 # espnet 202511 is the newest release for Python 3.11 (the default: a local CPU torch wheel, a small venv);
 # 202611 needs Python >= 3.12, < 3.14 and gets its own venv, so both can sit side by side.
 case "${espnet_version}" in
-    202511) venv=${VENV:-${tools_dir}/venv}; python=${PYTHON:-python3} ;;
+    202511) venv=${VENV:-${tools_dir}/venv}; python=${PYTHON:-python3}; setuptools_spec="setuptools>=77.0.3" ;;
     202611)
+        # Its pins agree with torch 2.13 (setuptools), but torchaudio 2.11 still pins torch 2.11: the same
+        # --no-deps path, plus what 202611 added (tools/requirements-espnet202611.txt).
+        setuptools_spec="setuptools>=77.0.3,<82"
         venv=${VENV:-${tools_dir}/venv-espnet${espnet_version}}
         python=${PYTHON:-}
         if [ -z "${python}" ]; then
@@ -60,7 +63,7 @@ if [ ! -x "${venv}/bin/python" ]; then
     "${python}" -m venv "${venv}"
 fi
 pip=("${venv}/bin/python" -m pip --disable-pip-version-check)
-"${pip[@]}" install -q "pip<26" wheel "setuptools>=77.0.3"
+"${pip[@]}" install -q "pip<26" wheel "${setuptools_spec}"
 
 # 1. torch. CPU: a local wheel when pip's find-links has one, else PyTorch's index, else PyPI.
 if "${venv}/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '${torch_version}')" 2>/dev/null; then
@@ -83,12 +86,14 @@ else
 fi
 installed_torch=$("${venv}/bin/python" -c "import torch; print(torch.__version__.split('+')[0])")
 constraints=${venv}/constraints.txt
-printf 'torch==%s\nsetuptools>=77.0.3\n' "${installed_torch}" > "${constraints}"
+printf 'torch==%s\n%s\n' "${installed_torch}" "${setuptools_spec}" > "${constraints}"
 
 # 2. espnet and friends without their pins, then their runtime needs under the torch constraint.
 log "installing espnet (no deps) and its runtime requirements"
 "${pip[@]}" install -q -c "${constraints}" --no-deps "espnet==${espnet_version}" -r "${tools_dir}/requirements-nodeps.txt"
 "${pip[@]}" install -q -c "${constraints}" -r "${tools_dir}/requirements-espnet.txt"
+extra_requirements=${tools_dir}/requirements-espnet${espnet_version}.txt
+[ ! -f "${extra_requirements}" ] || "${pip[@]}" install -q -c "${constraints}" -r "${extra_requirements}"
 # torchaudio's Linux wheel is a CUDA build whose extension cannot load beside a CPU torch; espnet2's
 # enhancement code only needs its pure-Python resample, which works without the extension.
 if [ "${torch_variant}" = cpu ]; then
