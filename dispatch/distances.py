@@ -81,40 +81,40 @@ def magnitude(z: torch.Tensor) -> torch.Tensor:
     return _Magnitude.apply(z) if z.requires_grad else _magnitude_values(z)
 
 
-class _MaskedMagL2(torch.autograd.Function):
-    """``sum((diff * mask)^2)`` with ``diff = |z| - target``: the gradient ``2 diff mask z / |z|`` in one step."""
+class _WeightedMagL2(torch.autograd.Function):
+    """``sum(diff^2 * weight)`` with ``diff = |z| - target``: the gradient ``2 diff weight z / |z|`` in one step."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, mag: torch.Tensor, diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        d = diff * mask
-        ctx.save_for_backward(z, mag, d)
-        flat = flat_view(d)
-        return torch.dot(flat, flat)
+    def forward(ctx, z: torch.Tensor, mag: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        dw = diff * weight
+        ctx.save_for_backward(z, mag, dw)
+        return torch.dot(flat_view(diff), flat_view(dw))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        z, mag, d = ctx.saved_tensors
-        return _scale_complex(z, _over_magnitude(d, mag).mul_(2 * grad)), None, None, None
+        z, mag, dw = ctx.saved_tensors
+        return _scale_complex(z, _over_magnitude(dw, mag).mul_(2 * grad)), None, None, None
 
 
-def masked_mag_l2_sum(z: torch.Tensor, mag: torch.Tensor, diff: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Squared magnitude error summed over the bins of ``mask``, as one autograd Function.
+def weighted_mag_l2_sum(z: torch.Tensor, mag: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Squared magnitude error weighted per bin and summed, as one autograd Function.
 
-    The same value and gradient (to rounding) as ``((magnitude(z) - target).pow(2) * mask).sum()``, in
-    fewer passes over the spectrogram: DISPatch's magnitude-L2 KD term on the selected bins. The caller
-    passes ``diff = |z| - target``, which it has computed for the Knowledge Gap Score already.
+    The same value and gradient (to rounding) as ``((magnitude(z) - target).pow(2) * weight).sum()``, in
+    fewer passes over the spectrogram: the magnitude-L2 KD term on the selected bins (``weight`` is each
+    bin's share of the loss, 0 outside the selection). The caller passes ``diff = |z| - target``, which it
+    has computed for the Knowledge Gap Score already.
 
     Args:
         z: (batch, freq, time) complex, the student spectrogram (gradient flows to it only).
         mag: :func:`magnitude` of ``z`` (its gradient is not used).
         diff: (batch, freq, time) ``mag - target``, ``target`` the teacher magnitude (no gradient).
-        mask: (batch, freq, time) 0/1 in the dtype of ``mag``, the bins that count.
+        weight: (batch, freq, time) real, in the memory order of ``diff`` (no gradient).
 
     Returns:
         scalar.
     """
-    return _MaskedMagL2.apply(z, mag.detach(), diff.detach(), mask)
+    return _WeightedMagL2.apply(z, mag.detach(), diff.detach(), weight.detach())
 
 
 class Spectrum(NamedTuple):
@@ -251,6 +251,24 @@ def _sqrt0(x: torch.Tensor) -> torch.Tensor:
 def cosine_mag_l2(a: Spectrum, b: Spectrum, layout: PatchLayout, beta: float = 0.5) -> torch.Tensor:
     """DFKD's high-band distance: ``beta * complex_cosine + (1 - beta) * mag_l2``."""
     return beta * complex_cosine(a, b, layout) + (1.0 - beta) * elementwise(mag_l2)(a, b, layout)
+
+
+def cosine_l2_weights(distance: PatchDistance) -> Optional[Tuple[float, float]]:
+    """``(w_cos, w_l2)`` when ``distance`` is ``w_cos * complex_cosine + w_l2 * mag_l2`` (``mag_l2``,
+    ``complex_cosine``, ``cosine_mag_l2`` of :data:`DISTANCES`, options bound or not), else None.
+
+    DISPatchLoss computes such distances by a faster route (the magnitude-L2 part per bin, without
+    pooling the KD term); other distances take the general one.
+    """
+    fn, options = getattr(distance, "func", distance), dict(getattr(distance, "keywords", {}) or {})
+    if fn is DISTANCES["mag_l2"] and not options:
+        return 0.0, 1.0
+    if fn is complex_cosine and options.get("eps", EPS) == EPS:
+        return 1.0, 0.0
+    if fn is cosine_mag_l2 and set(options) <= {"beta"}:
+        beta = float(options.get("beta", 0.5))
+        return beta, 1.0 - beta
+    return None
 
 
 DISTANCES: Dict[str, PatchDistance] = {

@@ -5,7 +5,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from dispatch.distances import DISTANCES, PatchDistance, Spectrum, get_distance, magnitude, masked_mag_l2_sum
+from dispatch.distances import (
+    PatchDistance,
+    Spectrum,
+    complex_cosine,
+    cosine_l2_weights,
+    get_distance,
+    magnitude,
+    weighted_mag_l2_sum,
+)
 from dispatch.losses.crossover import dfkd_crossover
 from dispatch.patches import (
     CrossoverLayout,
@@ -134,8 +142,13 @@ class DISPatchLoss(torch.nn.Module):
         # index-and-scatter_add layout of dispatch.patches.patch_layout (kept as the reference).
         self.fast_layout = True
         self.fast_stft = True  # the student's STFT by dispatch.stft (cheap backward); False = torch.stft
-        # one magnitude-L2 distance for all bands: the KD term by distances.masked_mag_l2_sum
-        self._single_mag_l2 = not self.per_band_terms and self.distances[0] is DISTANCES["mag_l2"]
+        # (w_cos, w_l2) per band when every distance is w_cos * complex_cosine + w_l2 * mag_l2: the fast
+        # route of _forward_split; None = the general route (any distance)
+        split = [cosine_l2_weights(d) for d in self.distances]
+        self._split: Optional[List[Tuple[float, float]]] = None if None in split else split
+        if self._split is not None:  # as buffers: on the loss's device without a host copy per call
+            self.register_buffer("_w_cos", torch.tensor([w for w, _ in split]).view(1, -1, 1), persistent=False)
+            self.register_buffer("_w_l2", torch.tensor([w for _, w in split]).view(1, -1, 1), persistent=False)
         self._layout_cache: Optional[Tuple[tuple, PatchLayout]] = None
         self._last: Optional[Tuple[PatchLayout, torch.Tensor]] = None
         self._last_selection: Optional[torch.Tensor] = None
@@ -268,30 +281,55 @@ class DISPatchLoss(torch.nn.Module):
         clean = Spectrum.of(clean) if clean is not None else None
         layout = self.layout(teacher.z, frame_valid, teacher.mag)
         valid = layout.by_band(layout.counts > 0)
+        if self._split is not None:
+            return self._forward_split(student, teacher, clean, layout, valid)
         # the KD distances first, with autograd: the score below reuses their pooled student energies
-        distance = None if self._single_mag_l2 else self.band_distance(student, teacher, layout)
+        distance = self.band_distance(student, teacher, layout)
         with torch.no_grad():
-            diff = student.mag.detach() - teacher.mag if self._single_mag_l2 else None  # (batch, freq, time)
-            score = None
-            if self.needs_clean:
-                score = self._score(student, teacher, clean, layout, diff)
-            selected = select_patches(score, valid, self.topk, self.selection,
-                                      getattr(layout, "uniform_valid", None))  # (batch, bands, slots)
+            score = self._score(student, teacher, clean, layout) if self.needs_clean else None
+            selected = self._select(score, valid, layout)
             weight = layout.by_band(layout.counts) * selected  # selected bins per slot
-
-        if self._single_mag_l2:
-            # Magnitude-L2 KD: one autograd Function over the selected bins (same value, cheaper backward).
-            with torch.no_grad():
-                mask = layout.to_bins(selected.flatten(1).to(diff.dtype))  # 0/1 per bin
-            loss = masked_mag_l2_sum(student.z, student.mag, diff, mask) / weight.sum().clamp(min=1)
-            self._record(layout, selected, weight, valid)
-            return loss
         weighted = (distance * weight).sum(dim=(0, 2))  # (bands,)
+        loss = (weighted * self._band_norm(weight)).sum()
+        self._record(layout, selected, weight, valid)
+        return loss
+
+    def _select(self, score: Optional[torch.Tensor], valid: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
+        """(batch, bands, slots) bool selection (score None for ``selection="all"``)."""
+        return select_patches(score, valid, self.topk, self.selection, getattr(layout, "uniform_valid", None))
+
+    def _band_norm(self, weight: torch.Tensor) -> torch.Tensor:
+        """(bands,) factor of each band's weighted distance sum: one over the selected bins of that band
+        (distance per band) or of all bands (one distance)."""
         n_selected = weight.sum(dim=(0, 2))
         if self.per_band_terms:
-            loss = (weighted / n_selected.clamp(min=1)).sum()
-        else:
-            loss = weighted.sum() / n_selected.sum().clamp(min=1)
+            return 1.0 / n_selected.clamp(min=1)
+        return (1.0 / n_selected.sum().clamp(min=1)).expand(n_selected.shape)
+
+    def _forward_split(self, student: Spectrum, teacher: Spectrum, clean: Optional[Spectrum], layout: PatchLayout,
+                       valid: torch.Tensor) -> torch.Tensor:
+        """The loss for distances ``w_cos * complex_cosine + w_l2 * mag_l2`` per band (``self._split``).
+
+        The same value as the general route: ``sum_p weight_p * d_p`` with ``weight_p`` the selected bins
+        of patch ``p``, whose magnitude-L2 part ``weight_p * mean_p(e) = sum of e over p's bins`` is summed
+        per bin by :func:`weighted_mag_l2_sum` (no pooling, no pooled gradient); only the cosine is pooled.
+        """
+        w_cos, w_l2 = zip(*self._split)
+        cosine = layout.by_band(complex_cosine(student, teacher, layout)) if any(w_cos) else None
+        with torch.no_grad():
+            diff = student.mag.detach() - teacher.mag if any(w_l2) else None  # (batch, freq, time)
+            score = self._score(student, teacher, clean, layout, diff) if self.needs_clean else None
+            selected = self._select(score, valid, layout)
+            weight = layout.by_band(layout.counts) * selected  # selected bins per slot
+            norm = self._band_norm(weight)  # (bands,)
+        loss = student.mag.new_zeros(())
+        if cosine is not None:
+            loss = loss + ((cosine * weight).sum(dim=(0, 2)) * self._w_cos.view(-1) * norm).sum()
+        if diff is not None:
+            with torch.no_grad():
+                share = selected * self._w_l2 * norm.view(1, -1, 1)  # (batch, bands, slots): each bin's factor
+                bin_weight = layout.to_bins(share.flatten(1).to(diff.dtype))
+            loss = loss + weighted_mag_l2_sum(student.z, student.mag, diff, bin_weight)
         self._record(layout, selected, weight, valid)
         return loss
 
@@ -324,16 +362,23 @@ class DISPatchLoss(torch.nn.Module):
                diff: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Knowledge Gap Scores (batch, bands, slots): band distances to the clean target, student minus teacher.
 
-        ``diff``: ``|S| - |T|`` (batch, freq, time) when the caller has it (magnitude L2).
+        ``diff``: ``|S| - |T|`` (batch, freq, time) when the caller has it (distances with a magnitude-L2 part).
         """
-        if self._single_mag_l2:
+        if self._split is None:
+            return knowledge_gap_score(
+                self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
+            )
+        w_cos, w_l2 = zip(*self._split)
+        score = 0.0
+        if any(w_cos):
+            score = self._w_cos * layout.by_band(
+                complex_cosine(student, clean, layout) - complex_cosine(teacher, clean, layout))
+        if any(w_l2):
             # magnitude L2 as one patch mean: (|S|-|Y|)^2 - (|T|-|Y|)^2 = (|S|-|T|)(|S|+|T|-2|Y|)
             diff = student.mag.detach() - teacher.mag if diff is None else diff
             gap = (student.mag.detach() + teacher.mag).add_(clean.mag, alpha=-2).mul_(diff)
-            return layout.by_band(layout.pool(gap) / layout.counts.clamp(min=1))
-        return knowledge_gap_score(
-            self.band_distance(student, clean, layout), self.band_distance(teacher, clean, layout)
-        )
+            score = score + self._w_l2 * layout.by_band(layout.pool(gap) / layout.counts.clamp(min=1))
+        return score
 
     @property
     def last_selection(self) -> Optional[torch.Tensor]:
