@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import write_data_dir
 from espnet2.layers.stft import Stft
 
-from conftest import write_data_dir
 from dispatch.benchmark import save_random_teacher
 from dispatch.bin import export_onnx as export_cli
 from dispatch.bin import pack_student
