@@ -216,3 +216,32 @@ def test_card_includes_the_export_record(tmp_path):
     card = model_card(CardInputs("baseline", exp, exp / "valid.loss.best.pth"), rtf=0.01)
     assert "| baseline | torchscript, opset 17 | 120.0 | 1.0e-07 | 0.0100 | 0.0040 | - |" in card
     assert "Trained without KD." in card
+
+
+def test_upload_carries_the_packed_card_and_the_onnx_export(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from dispatch.bin import upload_hf
+
+    zip_path = tmp_path / "packed.zip"
+    with zipfile.ZipFile(zip_path, "w") as z:
+        z.writestr("README.md", "# kd: card\n\n## Architecture\n")
+        z.writestr("exp/config.yaml", "encoder: conv\n")
+    (tmp_path / "out" / "onnx").mkdir(parents=True)
+    for name in ("model.onnx", "export.json"):
+        (tmp_path / "out" / "onnx" / name).write_text(name)
+    uploaded = {}
+
+    class FakeApi:
+        def create_repo(self, repo, **kwargs):
+            uploaded["repo"] = repo
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            uploaded["files"] = {str(p.relative_to(folder_path)): p.read_text() for p in Path(folder_path).rglob("*")
+                                 if p.is_file()}
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert upload_hf.main(["--zip", str(zip_path), "--repo", "u/kd", "--export_dir", str(tmp_path / "out")]) == 0
+    files = uploaded["files"]
+    assert files["README.md"].startswith("---\ntags:") and "# kd: card" in files["README.md"]
+    assert files["onnx/model.onnx"] == "model.onnx" and files["onnx/export.json"] == "export.json"
