@@ -82,39 +82,39 @@ def magnitude(z: torch.Tensor) -> torch.Tensor:
 
 
 class _WeightedMagL2(torch.autograd.Function):
-    """``sum(diff^2 * weight)`` with ``diff = |z| - target``: the gradient ``2 diff weight z / |z|`` in one step."""
+    """``sum(diff^2 * weight)`` with ``diff = mag - target``; the gradient ``2 diff weight`` on ``mag`` in one pass."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, mag: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, mag: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         dw = diff * weight
-        ctx.save_for_backward(z, mag, dw)
+        ctx.save_for_backward(dw)
         return torch.dot(flat_view(diff), flat_view(dw))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        z, mag, dw = ctx.saved_tensors
-        return _scale_complex(z, _over_magnitude(dw, mag).mul_(2 * grad)), None, None, None
+        (dw,) = ctx.saved_tensors
+        return dw * (2 * grad), None, None
 
 
-def weighted_mag_l2_sum(z: torch.Tensor, mag: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def weighted_mag_l2_sum(mag: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Squared magnitude error weighted per bin and summed, as one autograd Function.
 
-    The same value and gradient (to rounding) as ``((magnitude(z) - target).pow(2) * weight).sum()``, in
-    fewer passes over the spectrogram: the magnitude-L2 KD term on the selected bins (``weight`` is each
-    bin's share of the loss, 0 outside the selection). The caller passes ``diff = |z| - target``, which it
-    has computed for the Knowledge Gap Score already.
+    The same value and gradient (to rounding) as ``((mag - target).pow(2) * weight).sum()``, in fewer
+    passes over the spectrogram: the magnitude-L2 KD term on the selected bins (``weight`` is each bin's
+    share of the loss, 0 outside the selection). The caller passes ``diff = mag - target``, which it has
+    computed for the Knowledge Gap Score already. The gradient goes to ``mag`` (real), so that it joins
+    the other terms' before the one pass of :func:`magnitude`'s backward onto the complex spectrogram.
 
     Args:
-        z: (batch, freq, time) complex, the student spectrogram (gradient flows to it only).
-        mag: :func:`magnitude` of ``z`` (its gradient is not used).
+        mag: (batch, freq, time) :func:`magnitude` of the student spectrogram, with its autograd graph.
         diff: (batch, freq, time) ``mag - target``, ``target`` the teacher magnitude (no gradient).
         weight: (batch, freq, time) real, in the memory order of ``diff`` (no gradient).
 
     Returns:
         scalar.
     """
-    return _WeightedMagL2.apply(z, mag.detach(), diff.detach(), weight.detach())
+    return _WeightedMagL2.apply(mag, diff.detach(), weight.detach())
 
 
 class Spectrum(NamedTuple):
@@ -195,8 +195,8 @@ def complex_cosine(a: Spectrum, b: Spectrum, layout: PatchLayout, eps: float = E
     """
     a, b = Spectrum.of(a), Spectrum.of(b)
     inner = pooled("inner", a, b, layout, lambda: _real_inner(a.z, b.z))
-    norms = _sqrt0(pooled("energy", a, None, layout, lambda: a.mag * a.mag))
-    norms = norms * _sqrt0(pooled("energy", b, None, layout, lambda: b.mag * b.mag))
+    norms = _sqrt0(pooled("energy", a, None, layout, lambda: a.mag.square()))
+    norms = norms * _sqrt0(pooled("energy", b, None, layout, lambda: b.mag.square()))
     cosine = 1.0 - inner / norms.clamp(min=eps)
     if not cosine.requires_grad:
         return cosine

@@ -403,6 +403,7 @@ class CrossoverLayout(_LazyIndex):
         self.bounds = bounds.flatten(2)
         self.counts = self._group(bounds.diff(dim=-1).to(torch.get_default_dtype()))
         self._frame_index: Optional[torch.Tensor] = None
+        self._buffer: Optional[torch.Tensor] = None
 
     def _group(self, per_frame: torch.Tensor) -> torch.Tensor:
         """(batch, time, 2, freq patches) per-frame patch values -> (batch, num_slots), frames grouped."""
@@ -414,7 +415,11 @@ class CrossoverLayout(_LazyIndex):
 
     def _sums(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, n_frames = x.shape
-        csum = x.transpose(1, 2).cumsum(dim=-1, dtype=torch.float64)  # (batch, time, freq): sum of bins 0..f
+        # (batch, time, freq): sum of bins 0..f, in one float64 buffer reused by every quantity this layout
+        # pools (a loss call pools several; fresh 16 MB blocks per call cost page faults on CPU)
+        if self._buffer is None or self._buffer.device != x.device:
+            self._buffer = torch.empty(batch, n_frames, x.shape[1], dtype=torch.float64, device=x.device)
+        csum = self._buffer.copy_(x.transpose(1, 2)).cumsum_(dim=-1)
         at_bounds = csum.gather(-1, (self.bounds - 1).clamp(min=0)) * (self.bounds > 0)
         return self._group(at_bounds.view(batch, n_frames, 2, -1).diff(dim=-1)).to(x.dtype)
 

@@ -329,7 +329,7 @@ class DISPatchLoss(torch.nn.Module):
             with torch.no_grad():
                 share = selected * self._w_l2 * norm.view(1, -1, 1)  # (batch, bands, slots): each bin's factor
                 bin_weight = layout.to_bins(share.flatten(1).to(diff.dtype))
-            loss = loss + weighted_mag_l2_sum(student.z, student.mag, diff, bin_weight)
+            loss = loss + weighted_mag_l2_sum(student.mag, diff, bin_weight)
         self._record(layout, selected, weight, valid)
         return loss
 
