@@ -404,6 +404,9 @@ class CrossoverLayout(_LazyIndex):
         self.counts = self._group(bounds.diff(dim=-1).to(torch.get_default_dtype()))
         self._frame_index: Optional[torch.Tensor] = None
         self._buffer: Optional[torch.Tensor] = None
+        # cumulative sum before each bound = at its bin - 1, 0 at bin 0 (shared by every pooled quantity)
+        self._last_bins = (self.bounds - 1).clamp(min=0)
+        self._after_start = (self.bounds > 0).to(torch.float64)
 
     def _group(self, per_frame: torch.Tensor) -> torch.Tensor:
         """(batch, time, 2, freq patches) per-frame patch values -> (batch, num_slots), frames grouped."""
@@ -420,7 +423,7 @@ class CrossoverLayout(_LazyIndex):
         if self._buffer is None or self._buffer.device != x.device:
             self._buffer = torch.empty(batch, n_frames, x.shape[1], dtype=torch.float64, device=x.device)
         csum = self._buffer.copy_(x.transpose(1, 2)).cumsum_(dim=-1)
-        at_bounds = csum.gather(-1, (self.bounds - 1).clamp(min=0)) * (self.bounds > 0)
+        at_bounds = csum.gather(-1, self._last_bins) * self._after_start
         return self._group(at_bounds.view(batch, n_frames, 2, -1).diff(dim=-1)).to(x.dtype)
 
     @property
