@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import yaml
 
+from dispatch.export.report import deployment_section
 from dispatch.fingerprint import audio_digest
 from dispatch.losses import KD_LOSSES, DISPatchLoss, build_kd_loss
 from dispatch.plots import (
@@ -598,6 +599,9 @@ def make_results(
     if cost or training:
         parts += ["", "## Training", ""] + cost + ([""] if cost else [])
         parts += [f"![{caption}]({_link(path, link_base)})\n" for caption, path in training.items()]
+    # The ONNX export records of stage 12, so that a rerun of this stage keeps their table.
+    deployment = deployment_section([(e.name, e.exp_dir) for e in exps])
+    parts += ["", *deployment] if deployment else []
     for page in include:
         parts += ["", *demoted_headings(page)]
     return "\n".join(parts) + "\n"

@@ -13,7 +13,7 @@ SECONDS=0
 
 # General
 stage=1               # Processes starts from the specified stage.
-stop_stage=12         # Processes is stopped at the specified stage.
+stop_stage=13         # Processes is stopped at the specified stage.
 ngpu=1                # The number of GPUs per node for training (0: CPU).
 num_nodes=1           # The number of nodes for training.
 nj=32                 # The number of parallel jobs (formatting, scoring).
@@ -57,8 +57,9 @@ results_args=         # Extra options for dispatch.bin.make_results (e.g. --utts
 report_utts=          # Utterance ids always shown on the listening page (comma separated).
 rank_metric=          # Metric choosing the best/median/worst utterances pictured (empty: PESQ_WB if scored, else the first metric scored).
 
-# Packing and upload
-hf_repo_prefix=       # Hugging Face repo prefix (e.g. user/dispatch_mini): stage 12 uploads each model.
+# Packing, export and upload
+export_args=          # Extra options for dispatch.bin.export_onnx (stage 12), e.g. "--require true --max_utts 100".
+hf_repo_prefix=       # Hugging Face repo prefix (e.g. user/dispatch_mini): stage 13 uploads each model.
 
 help_message=$(cat <<HELP
 Usage: $0 --train_set <name> --valid_set <name> --test_sets "<names>" --teacher_config <yaml> --student_config <yaml> [options]
@@ -70,8 +71,10 @@ Stages:
   4: teacher training, or --teacher_model         (${expdir}/report/index.html)
   5: baseline student training (no KD)         10: teacher output cache (--use_teacher_cache true;
   6: KD student training, one per --kd_configs     runs before 6, which reads it)
-                                               11: packing every model as an espnet2 zip
-                                               12: upload to the Hugging Face hub
+                                               11: packing every model as an espnet2 zip (with its model card)
+                                               12: ONNX export, parity and speed checks, streaming check
+                                                   of causal models (<exp>/onnx/export.json, ${results_md})
+                                               13: upload to the Hugging Face hub
 
 Options (defaults in brackets):
   --stage [${stage}] --stop_stage [${stop_stage}] --ngpu [${ngpu}] --num_nodes [${num_nodes}]
@@ -82,7 +85,7 @@ Options (defaults in brackets):
   --teacher_args --student_args --tag_suffix --teacher_tag --student_tag --skip_baseline [${skip_baseline}]
   --use_teacher_cache [${use_teacher_cache}]
   --inference_config --inference_args --inference_model [${inference_model}] --score_metrics
-  --results_args --report_utts --rank_metric --hf_repo_prefix
+  --results_args --report_utts --rank_metric --export_args --hf_repo_prefix
 HELP
 )
 
@@ -481,6 +484,10 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
         fi
         log "Stage 11: packing ${name} -> ${_zip}"
         _opts=(); [ -f "${results_md}" ] && _opts+=(--option "${results_md}")
+        # The model card compares the model's test scores with the noisy input's, the teacher's and the baseline's.
+        _opts+=(--name "${name}" --test_sets "${test_sets}" --command "${run_args}" --fs "${fs}"
+                --compare "noisy=${expdir}/noisy" --compare "teacher=$(out_dir "${teacher_exp}")")
+        [ "${skip_baseline}" = true ] || _opts+=(--compare "baseline=${student_exp}")
         ${python} -m dispatch.bin.pack_student --exp_dir "${dir}" --model_file "${inference_model}" \
             --outpath "${_zip}" "${_opts[@]}"
         ${python} -m dispatch.fingerprint write "${_zip}.inputs.json" "${_fp[@]}"
@@ -488,15 +495,56 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
 fi
 
 if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
+    # Each model as stage 11 packed it (one given packed: as given) -> <outputs>/onnx/model.onnx + export.json;
+    # redone when its weights, config, the test audio or the options changed. One process exports them all.
+    _export=(); _rows=(); _stamps=()
+    for entry in "${models[@]}"; do
+        name=${entry%%=*}; dir=${entry#*=}; _out=$(out_dir "${dir}")
+        _rows+=("${name}=${_out}")
+        if [ -d "${dir}" ]; then
+            _src=${dir}/packed_${name}.zip
+            [ -f "${_src}" ] || { log "Error: stage 12 needs ${_src}: run stage 11 first (--stage 11)"; exit 1; }
+            _fp=(--file "model=${dir}/${inference_model}" --file "train_config=${dir}/config.yaml")
+        else
+            _src=${dir}; _fp=(--value "model=${dir}"); [ -f "${dir}" ] && _fp=(--file "model=${dir}")
+        fi
+        _fp+=(--value "export_args=${export_args}")
+        for dset in ${test_sets}; do _fp+=(--audio "${dset}=${data_feats}/${dset}/wav.scp"); done
+        if ${python} -m dispatch.fingerprint check "${_out}/onnx/.inputs.json" "${_fp[@]}" >/dev/null; then
+            log "Stage 12: ${name}: exported already (${_out}/onnx/export.json)"; continue
+        fi
+        _export+=(--name "${name}" --model "${_src}" --output_dir "${_out}")
+        _stamps+=("${_out}/onnx/.inputs.json $(printf '%q ' "${_fp[@]}")")
+    done
+    if [ ${#_export[@]} -gt 0 ]; then
+        _sets=(); for dset in ${test_sets}; do _sets+=(--data_dir "${data_feats}/${dset}"); done
+        _log=${expdir}/export_onnx.log
+        log "Stage 12: ONNX export and checks (log: ${_log})"
+        # shellcheck disable=SC2086
+        if ! ${python} -m dispatch.bin.export_onnx "${_sets[@]}" --command "${run_args}" ${export_args} \
+                "${_export[@]}" > "${_log}" 2>&1; then
+            grep "^export_onnx:" "${_log}" || tail -n 5 "${_log}"
+            log "Error: stage 12 failed (${_log})"; exit 1
+        fi
+        grep "^export_onnx:" "${_log}" || true  # one line per model
+        for _stamp in "${_stamps[@]}"; do eval "${python} -m dispatch.fingerprint write ${_stamp}"; done
+    fi
+    if [ -f "${results_md}" ]; then
+        log "Stage 12: Deployment table -> ${results_md}"
+        ${python} -m dispatch.bin.export_onnx --results_md "${results_md}" "${_rows[@]}"
+    fi
+fi
+
+if [ "${stage}" -le 13 ] && [ "${stop_stage}" -ge 13 ]; then
     if [ -z "${hf_repo_prefix}" ]; then
-        log "Stage 12: skipped (give --hf_repo_prefix user/name to upload each packed model to the Hugging Face hub)"
+        log "Stage 13: skipped (give --hf_repo_prefix user/name to upload each packed model to the Hugging Face hub)"
     else
         for entry in "${models[@]}"; do
             name=${entry%%=*}; dir=${entry#*=}
             [ -f "${dir}/packed_${name}.zip" ] || continue
-            log "Stage 12: uploading ${dir}/packed_${name}.zip -> ${hf_repo_prefix}_${name}"
+            log "Stage 13: uploading ${dir}/packed_${name}.zip -> ${hf_repo_prefix}_${name}"
             ${python} -m dispatch.bin.upload_hf --zip "${dir}/packed_${name}.zip" \
-                --repo "${hf_repo_prefix}_${name}" --results "${results_md}"
+                --repo "${hf_repo_prefix}_${name}" --results "${results_md}" --export_dir "$(out_dir "${dir}")"
         done
     fi
 fi
