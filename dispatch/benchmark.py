@@ -22,6 +22,7 @@ import gc
 import math
 import os
 import platform
+import resource
 import statistics
 import tempfile
 import time
@@ -247,15 +248,61 @@ def _median_spread(values: Sequence[float]) -> Tuple[float, float]:
 RATIO_BASES = ("plain_l2", "reference")
 
 
+def involuntary_switches() -> int:
+    """How often this process has been switched out for another runnable one (``ru_nivcsw``): a count
+    that rises when other processes load the cores it runs on."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+
+
+@dataclass
+class LossRounds:
+    """How the loss timings were sampled: rounds kept, rounds run again because the machine was loaded
+    during them, whether loaded rounds had to be kept (too few quiet ones), the largest ratio spread."""
+
+    kept: int
+    retried: int
+    loaded_kept: bool
+    worst_spread: float
+
+    def describe(self, max_switch_rate: float) -> str:
+        text = (f"{self.kept} rounds kept, {self.retried} run again because other processes ran during them "
+                f"(more than {max_switch_rate:g} involuntary context switches per second)")
+        if self.loaded_kept:
+            text += "; too few quiet rounds: loaded rounds are included, the figures were measured under load"
+        return text + f"; largest ratio spread {100 * self.worst_spread:.0f}%"
+
+
+def _timed_round(steps: Dict[str, Callable[[], None]], order: Sequence[str], device: torch.device,
+                 switches: Callable[[], int]) -> Tuple[Dict[str, float], float]:
+    """Every case once in ``order``: ({case: seconds}, involuntary context switches per second of the round)."""
+    before, start_round = switches(), time.perf_counter()
+    out = {}
+    for key in order:
+        start = time.perf_counter()
+        steps[key]()
+        synchronize(device)
+        out[key] = time.perf_counter() - start
+    return out, (switches() - before) / max(time.perf_counter() - start_round, 1e-9)
+
+
+def _worst_ratio_spread(rounds: Sequence[Dict[str, float]]) -> float:
+    keys = list(rounds[0])
+    return max(_median_spread([r[key] / r[base] for r in rounds])[1]
+               for key in keys for base in RATIO_BASES if key != base)
+
+
 def bench_losses(device: torch.device, batch: int, samples: int, warmup: int, repeats: int,
-                 max_spread: float = 0.2, retries: int = 2,
-                 log: Callable[[str], None] = lambda msg: None) -> Dict[str, Timing]:
+                 max_spread: float = 0.2, retries: int = 2, max_switch_rate: float = 10.0,
+                 log: Callable[[str], None] = lambda msg: None,
+                 switches: Callable[[], int] = involuntary_switches) -> Tuple[Dict[str, Timing], LossRounds]:
     """(a): forward + backward time of every loss in :data:`LOSS_CASES`, measured interleaved.
 
     Each round runs every case once (the order rotated from round to round), so that load from other
     processes falls on all cases alike; a case's ratio to plain KD (and to the reference style) is the
-    median of its per-round ratios. When the spread of a ratio exceeds ``max_spread`` (a loaded machine),
-    up to ``retries`` more sets of ``repeats`` rounds are added to the sample and the spread is printed.
+    median of its per-round ratios. A round during which this process was switched out for other
+    processes more than ``max_switch_rate`` times per second is run again (at most as many times as
+    rounds are wanted); when the spread of a ratio still exceeds ``max_spread``, up to ``retries`` more
+    sets of ``repeats`` rounds are added. What was retried and the spread are logged and returned.
     """
     wav = waveforms(batch, samples, device)
     student = (wav["clean"] + 0.03 * torch.randn_like(wav["clean"])).requires_grad_()
@@ -273,26 +320,27 @@ def bench_losses(device: torch.device, batch: int, samples: int, warmup: int, re
         for key in keys:
             steps[key]()
     synchronize(device)
-    times: Dict[str, List[float]] = {key: [] for key in keys}
-    for attempt in range(1 + retries):
-        for r in range(repeats):
-            n = len(times[keys[0]])
-            for key in keys[n % len(keys):] + keys[:n % len(keys)]:
-                start = time.perf_counter()
-                steps[key]()
-                synchronize(device)
-                times[key].append(time.perf_counter() - start)
-        worst = max(_median_spread([a / b for a, b in zip(times[key], times[base])])[1]
-                    for key in keys for base in RATIO_BASES if key != base)
-        log(f"{device}: KD losses, {len(times[keys[0]])} rounds, largest ratio spread {100 * worst:.0f}%")
+    quiet: List[Dict[str, float]] = []
+    loaded: List[Dict[str, float]] = []
+    wanted = 0
+    for _ in range(1 + retries):
+        wanted += repeats
+        while len(quiet) < wanted and len(loaded) < wanted:
+            n = len(quiet) + len(loaded)
+            timing, rate = _timed_round(steps, keys[n % len(keys):] + keys[:n % len(keys)], device, switches)
+            (quiet if rate <= max_switch_rate else loaded).append(timing)
+        rounds = quiet if len(quiet) >= wanted else quiet + loaded
+        worst = _worst_ratio_spread(rounds)
+        info = LossRounds(len(rounds), len(loaded), rounds is not quiet, worst)
+        log(f"{device}: KD losses: {info.describe(max_switch_rate)}")
         if worst <= max_spread:
             break
     results = {}
     for key in keys:
-        median, spread = _median_spread(times[key])
-        ratios = {base: _median_spread([a / b for a, b in zip(times[key], times[base])]) for base in RATIO_BASES}
+        median, spread = _median_spread([r[key] for r in rounds])
+        ratios = {base: _median_spread([r[key] / r[base] for r in rounds]) for base in RATIO_BASES}
         results[key] = Timing(median, spread * median, ratios=ratios)
-    return results
+    return results, info
 
 
 def top_ops(case_key: str, device: torch.device, batch: int, samples: int, n: int = 3) -> str:
@@ -497,11 +545,12 @@ def fmt_mib(n: Optional[int]) -> str:
 
 
 def device_section(device: torch.device, batch: int, seconds: float, losses: Dict[str, Timing],
-                   steps: Optional[Dict[str, Timing]], modes: Sequence[StepMode], goals: List[Target]) -> List[str]:
+                   steps: Optional[Dict[str, Timing]], modes: Sequence[StepMode], goals: List[Target],
+                   rounds: str = "") -> List[str]:
     out = [f"## {device.type.upper()}", "",
            f"### a) KD losses, forward + backward, batch of {batch} x {seconds:g} s at {FS // 1000} kHz", "",
            "Measured interleaved (every loss once per round); the ratios are medians of per-round ratios, "
-           "their spread (interquartile range / median) in brackets.", "",
+           "their spread (interquartile range / median) in brackets." + (f" Rounds: {rounds}." if rounds else ""), "",
            "| loss | median | spread | x plain L2 KD | x reference-style |", "|---|---:|---:|---:|---:|"]
     for case in LOSS_CASES:
         t = losses[case.key]
@@ -561,6 +610,7 @@ class BenchmarkOptions:
     sections: Sequence[str] = ("losses", "steps", "rtf")
     max_spread: float = 0.2
     retries: int = 2
+    max_switch_rate: float = 10.0
 
 
 def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) -> str:
@@ -580,15 +630,16 @@ def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) ->
     for device in devices:
         modes = STEP_MODES + (CUDA_STEP_MODES if device.type == "cuda" else ())
         log(f"{device}: KD losses")
-        losses = bench_losses(device, opts.batch, samples, opts.warmup, opts.repeats, opts.max_spread,
-                              opts.retries, log)
+        losses, rounds = bench_losses(device, opts.batch, samples, opts.warmup, opts.repeats, opts.max_spread,
+                                      opts.retries, opts.max_switch_rate, log)
         steps = None
         if "steps" in opts.sections:
             log(f"{device}: training steps")
             steps = bench_steps(device, opts.batch, samples, opts.warmup, opts.repeats, modes)
         goals = targets(device, losses, steps, opts.batch, samples)
         goals_by_device[device.type.upper()] = goals
-        body += device_section(device, opts.batch, opts.seconds, losses, steps, modes, goals)
+        body += device_section(device, opts.batch, opts.seconds, losses, steps, modes, goals,
+                               rounds.describe(opts.max_switch_rate))
     if "rtf" in opts.sections:
         log("cpu: inference real-time factor")
         body += rtf_section(bench_rtf(samples, opts.warmup, opts.repeats), opts.seconds)

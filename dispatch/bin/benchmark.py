@@ -37,6 +37,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-spread", type=float, default=0.2,
                         help="loss ratios whose spread (IQR / median) exceeds this are measured again (loaded machine)")
     parser.add_argument("--retries", type=int, default=2, help="extra sets of --repeats rounds at most, see --max-spread")
+    parser.add_argument("--max-switch-rate", type=float, default=10.0,
+                        help="a loss round during which the process was switched out for other processes more than "
+                             "this many times per second is run again (a loaded machine)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARK.md", help="markdown file to write")
     parser.add_argument("--tiny", action="store_true",
                         help=f"a seconds-long smoke run ({', '.join(f'{k}={v}' for k, v in TINY.items())})")
@@ -59,6 +62,7 @@ def main(cmd: Optional[List[str]] = None) -> int:
     opts = BenchmarkOptions(devices=args.device, threads=args.threads, batch=args.batch, seconds=args.seconds,
                             warmup=args.warmup, repeats=args.repeats, sections=args.sections,
                             max_spread=args.max_spread, retries=max(0, args.retries),
+                            max_switch_rate=args.max_switch_rate,
                             command=" ".join(["python -m dispatch.bin.benchmark", *(sys.argv[1:] if cmd is None else cmd)]))
     report = run_benchmark(opts, log=lambda msg: print(f"benchmark: {msg}", file=sys.stderr, flush=True))
     write_text_atomic(args.output, report)
