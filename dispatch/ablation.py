@@ -42,17 +42,9 @@ import numpy as np
 import yaml
 from scipy import stats
 
-from dispatch.losses import build_kd_loss
-from dispatch.plots import read_training_log
-from dispatch.report.inputs import ReportInputError, read_scores
-from dispatch.results import (
-    ResultsInputError,
-    compact_value,
-    load_experiment,
-    machine_description,
-    ordered_metrics,
-    read_summary,
-)
+from dispatch.exptree import Experiment, Layout, compact_value, load_experiment, ordered_metrics, seed_suffix
+from dispatch.kd_config import KDConfigError, check_kd_options
+from dispatch.results import machine_description
 
 SPEC_KEYS = ("description", "seeds", "reference", "also_compare", "metrics", "variants", "grid")
 GRID_KEYS = ("base", "prefix", "vary")
@@ -154,19 +146,17 @@ def _load_kd_yaml(path: Path, root: Path, where: str) -> Dict[str, Any]:
 
 
 def check_kd_config(conf: Mapping[str, Any], where: str) -> None:
-    """Build the variant's KD loss, so that bad options fail now rather than after hours of training.
+    """Build the variant's KD loss as EnhancementKDTask does (:func:`dispatch.kd_config.check_kd_options`),
+    so that bad options fail now rather than after hours of training.
 
     The loss is built at its default sampling rate (16 kHz); band edges in Hz are checked again by the
     training at the data's rate.
     """
-    if "kd_loss" not in conf or conf["kd_loss"] is None:
+    if conf.get("kd_loss") is None:
         raise AblationError(f"{where}: no kd_loss: a variant without KD is written `name: null`")
-    options = conf.get("kd_loss_conf") or {}
-    if not isinstance(options, Mapping):
-        raise AblationError(f"{where}: kd_loss_conf must be a mapping of options, not {options!r}")
     try:
-        build_kd_loss(conf["kd_loss"], **options)
-    except (TypeError, ValueError) as e:
+        check_kd_options(conf)
+    except KDConfigError as e:
         raise AblationError(f"{where}: {e}") from e
 
 
@@ -287,28 +277,11 @@ def kd_config_text(variant: Variant, spec_path: Union[str, Path]) -> str:
 # ------------------------------------------------------------------ experiments and scores
 
 
-def tag_suffix(seed: int) -> str:
-    """enh_kd.sh --tag_suffix of one seed's experiments (run_ablation.sh passes the same; results.ABLATION_RUN
-    matches it)."""
-    return f"_seed{seed}"
-
-
-def experiment_dir(expdir: Path, student_tag: str, variant: Variant, seed: int) -> Path:
-    """Where enh_kd.sh puts a variant's experiment: <expdir>/<student_tag>[_<kd config name>]_seed<N>."""
-    kd = "" if variant.kd_config is None else f"_{variant.name}"
-    return expdir / f"{student_tag}{kd}{tag_suffix(seed)}"
-
-
-def finished_scoring(exp: Path, test_set: str) -> Optional[Path]:
-    """The scoring dir of a test set once scoring finished (its summary.json marks completion)."""
-    scoring = exp / f"enhanced_{test_set}" / "scoring"
-    return scoring if (scoring / "summary.json").is_file() else None
-
-
-def discover_test_sets(exps: Sequence[Path]) -> List[str]:
-    """Test sets scored in any of the experiments (enhanced_<set>/scoring/summary.json), sorted."""
-    found = {p.parent.parent.name[len("enhanced_"):] for e in exps for p in e.glob("enhanced_*/scoring/summary.json")}
-    return sorted(found)
+def experiment(expdir: Path, student_tag: str, variant: Variant, seed: int) -> Experiment:
+    """One seed's run of a variant, as enh_kd.sh names it for run_ablation.sh (:class:`dispatch.exptree.Layout`)."""
+    layout = Layout(Path(expdir), "", student_tag, seed_suffix(seed))
+    exp_dir = layout.student_dir(None if variant.kd_config is None else variant.name)
+    return load_experiment(exp_dir.name, exp_dir)
 
 
 # ------------------------------------------------------------------ statistics
@@ -395,16 +368,33 @@ def paired_over_utterances(
 PAIRED = {"seed": paired_over_seeds, "utterance": paired_over_utterances}
 
 
-def exceeds_noise(diff: Estimate, level: float = 0.95) -> bool:
-    """Whether the two-sided Student-t interval of a paired difference excludes zero.
+def interval(diff: Estimate, level: float = 0.95) -> Tuple[float, float]:
+    """The two-sided Student-t interval of a paired difference: mean ± t(1 - (1 - level) / 2, n - 1) x SE.
 
-    ``diff.spread`` is a standard error over ``diff.n`` units (seeds or utterances), so the interval is
-    mean ± t(1 - (1 - level) / 2, n - 1) x SE; with 3 seeds t is 4.30, so only a difference of more than
-    about four standard errors counts.
+    ``diff.spread`` is a standard error over ``diff.n`` units (seeds or utterances); with 3 seeds t is
+    4.30. NaN bounds when the spread is undefined (fewer than 2 units).
     """
     if diff.n < 2 or math.isnan(diff.spread) or math.isnan(diff.mean):
-        return False
-    return abs(diff.mean) > stats.t.ppf(0.5 + level / 2, diff.n - 1) * diff.spread
+        return math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, diff.n - 1)) * diff.spread
+    return diff.mean - half, diff.mean + half
+
+
+def exceeds_noise(diff: Estimate, level: float = 0.95) -> bool:
+    """Whether the :func:`interval` of a paired difference excludes zero (with 3 seeds: a difference of
+    more than about four standard errors)."""
+    low, high = interval(diff, level)
+    return low > 0 or high < 0
+
+
+def paired_differences(
+    spec: AblationSpec, scores: Mapping[str, Scores], metrics: Sequence[str], reference: str, pairing: str = "seed"
+) -> Dict[str, Dict[str, Estimate]]:
+    """Variant (every one but ``reference``, in spec order) -> metric -> paired difference to ``reference``."""
+    paired = PAIRED[pairing]
+    return {v.name: {m: paired(scores.get(m, {}).get(v.name, {}), scores.get(m, {}).get(reference, {}))
+                     for m in metrics}
+            for v in spec.variants if v.name != reference}
 
 
 # ------------------------------------------------------------------ table
@@ -466,15 +456,11 @@ def difference_table(
     spec: AblationSpec, scores: Mapping[str, Scores], metrics: Sequence[str], reference: str, pairing: str = "seed"
 ) -> str:
     """Markdown table of the paired differences of every other variant to ``reference`` (± standard error)."""
-    paired = PAIRED[pairing]
     lines = ["| variant - " + reference + " | pairs | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
-    for v in spec.variants:
-        if v.name == reference:
-            continue
-        diffs = [paired(scores.get(m, {}).get(v.name, {}), scores.get(m, {}).get(reference, {})) for m in metrics]
-        n = max((d.n for d in diffs), default=0)
-        cells = [_diff_text(d) if d.n > 0 else "-" for d in diffs]
-        lines.append(f"| {v.name} | {n} | " + " | ".join(cells) + " |")
+    for name, diffs in paired_differences(spec, scores, metrics, reference, pairing).items():
+        n = max((d.n for d in diffs.values()), default=0)
+        cells = [_diff_text(diffs[m]) if diffs[m].n > 0 else "-" for m in metrics]
+        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -490,19 +476,14 @@ def load_scores(
     summaries = []
     for v in spec.variants:
         for seed in seeds:
-            scoring = finished_scoring(experiment_dir(expdir, student_tag, v, seed), test_set)
-            if scoring is None:
+            exp = experiment(expdir, student_tag, v, seed)
+            summary = exp.summary(test_set)
+            if summary is None:  # scoring not finished
                 continue
-            summary = read_summary(scoring) or {}
             summaries.append(summary)
             for metric in summary:
-                path = scoring / metric
-                if not path.is_file():
-                    continue
-                try:
-                    scores.setdefault(metric, {}).setdefault(v.name, {})[seed] = read_scores(path)
-                except ReportInputError as e:
-                    raise AblationError(str(e)) from e
+                if (values := exp.scores(test_set, metric)) is not None:
+                    scores.setdefault(metric, {}).setdefault(v.name, {})[seed] = values
     found = ordered_metrics(summaries)
     metrics = [m for m in spec.metrics if m in found] if spec.metrics else found
     return scores, metrics
@@ -512,34 +493,23 @@ BUDGET_KEYS = ("max_epoch", "num_iters_per_epoch", "batch_size", "chunk_length",
                "scheduler", "scheduler_conf")
 
 
-def _config(exp: Path) -> Optional[Dict[str, Any]]:
-    """An experiment's config.yaml, None if it has none yet; an error names a config that is not yaml."""
-    if not (exp / "config.yaml").is_file():
-        return None
-    try:
-        return load_experiment(exp.name, exp).config
-    except ResultsInputError as e:
-        raise AblationError(str(e)) from e
-
-
-def training_budget(exps: Sequence[Path]) -> str:
+def training_budget(exps: Sequence[Experiment]) -> str:
     """The training budget the experiments' config.yaml files record (epochs, batches, optimiser, schedule).
 
     Differing budgets are listed each with its experiments: a table over mixed budgets must say so.
     """
     budgets: Dict[str, List[str]] = {}
     for exp in exps:
-        conf = _config(exp)
-        if conf is None:
+        if not exp.config:  # not trained yet
             continue
-        text = ", ".join(f"{k} {compact_value(conf[k])}" for k in BUDGET_KEYS if conf.get(k) is not None)
+        text = ", ".join(f"{k} {compact_value(exp.config[k])}" for k in BUDGET_KEYS if exp.config.get(k) is not None)
         budgets.setdefault(text, []).append(exp.name)
     if len(budgets) <= 1:
         return next(iter(budgets), "")
     return "; ".join(f"{text} ({', '.join(names)})" for text, names in budgets.items())
 
 
-def convergence(exp: Path) -> Optional[Tuple[str, int, int, float, float]]:
+def convergence(exp: Experiment) -> Optional[Tuple[str, int, int, float, float]]:
     """How far one training got along its model-selection criterion (the config's first
     ``best_model_criterion``, e.g. valid si_snr_loss, min).
 
@@ -548,11 +518,11 @@ def convergence(exp: Path) -> Optional[Tuple[str, int, int, float, float]]:
         quarter before: mean improvement in the criterion's direction, ~0 once converged); None without
         a training log or criterion.
     """
-    criteria = (_config(exp) or {}).get("best_model_criterion") or []
+    criteria = exp.config.get("best_model_criterion") or []
     if not criteria:
         return None
     phase, key, mode = criteria[0]
-    values = np.array(read_training_log(exp).get(phase, {}).get(key, []), dtype=float)
+    values = np.array(exp.training_log().get(phase, {}).get(key, []), dtype=float)
     if values.size == 0 or np.isnan(values).all():
         return None
     sign = -1.0 if mode == "min" else 1.0
@@ -566,8 +536,8 @@ def convergence_table(spec: AblationSpec, expdir: Path, student_tag: str, seeds:
     """Markdown table: per variant, the means over seeds of :func:`convergence` (scored runs only)."""
     rows, criterion = [], ""
     for v in spec.variants:
-        exps = [experiment_dir(expdir, student_tag, v, s) for s in seeds]
-        runs = [c for e in exps if discover_test_sets([e]) and (c := convergence(e)) is not None]
+        exps = [experiment(expdir, student_tag, v, s) for s in seeds]
+        runs = [c for e in exps if e.scored_sets() and (c := convergence(e)) is not None]
         if not runs:
             continue
         criterion = runs[0][0]
@@ -577,6 +547,48 @@ def convergence_table(spec: AblationSpec, expdir: Path, student_tag: str, seeds:
         return ""
     return "\n".join([f"| variant | runs | epochs | best epoch | best {criterion} | gain of the last quarter |",
                       "|---|---:|---:|---:|---:|---:|", *rows])
+
+
+def scored_sets(exps: Sequence[Experiment]) -> List[str]:
+    """Test sets scored in any of the runs, sorted."""
+    return sorted({dset for e in exps for dset in e.scored_sets()})
+
+
+def _number(x: float) -> Optional[float]:
+    return None if math.isnan(x) else x  # JSON has no NaN
+
+
+def baseline_differences(
+    spec: AblationSpec,
+    expdir: Path,
+    student_tag: str,
+    seeds: Optional[Sequence[int]] = None,
+    test_sets: Optional[Sequence[str]] = None,
+    pairing: str = "seed",
+    level: float = 0.95,
+) -> Optional[Dict[str, Any]]:
+    """Paired difference of every KD variant to the student trained alone (the spec's baseline variant),
+    with its ``level`` :func:`interval`, per test set and metric: what the listening page draws.
+
+    Returns:
+        ``{"spec", "reference", "pairing", "level", "sets": {set: {metric: {variant: {"mean", "low",
+        "high", "n"}}}}}`` (NaN as null); None for a spec without a baseline variant or KD variants.
+    """
+    if spec.baseline is None or not spec.kd_variants:
+        return None
+    seeds = list(seeds if seeds is not None else spec.seeds)
+    sets = list(test_sets) if test_sets else scored_sets(
+        [experiment(expdir, student_tag, v, s) for v in spec.variants for s in seeds])
+    out: Dict[str, Any] = {"spec": spec.name, "reference": spec.baseline.name, "pairing": pairing, "level": level,
+                           "sets": {}}
+    for dset in sets:
+        scores, metrics = load_scores(spec, expdir, student_tag, dset, seeds)
+        diffs = paired_differences(spec, scores, metrics, spec.baseline.name, pairing)
+        out["sets"][dset] = {
+            m: {name: dict(zip(("mean", "low", "high"), map(_number, (d[m].mean, *interval(d[m], level)))), n=d[m].n)
+                for name, d in diffs.items() if d[m].n > 0}
+            for m in metrics}
+    return out
 
 
 def ablation_table(
@@ -593,7 +605,7 @@ def ablation_table(
 
     Args:
         spec: the ablation; ``spec_path`` is only quoted in the page.
-        expdir, student_tag: experiments are found by :func:`experiment_dir`.
+        expdir, student_tag: experiments are found by :func:`experiment`.
         seeds: the seeds to collect (default: the spec's).
         test_sets: default: every set scored in any experiment of the ablation.
         extra: single-run rows shown above the variants, name -> experiment dir (e.g. noisy, teacher).
@@ -603,8 +615,8 @@ def ablation_table(
         raise ValueError(f"pairing={pairing!r}: choose one of {sorted(PAIRED)}")
     seeds = list(seeds if seeds is not None else spec.seeds)
     extra = dict(extra or {})
-    exps = [experiment_dir(expdir, student_tag, v, s) for v in spec.variants for s in seeds]
-    sets = list(test_sets) if test_sets else discover_test_sets(exps)
+    exps = [experiment(expdir, student_tag, v, s) for v in spec.variants for s in seeds]
+    sets = list(test_sets) if test_sets else scored_sets(exps)
     training = training_budget(exps)
     spread = {
         "seed": "standard error over seeds (differences taken seed by seed)",
@@ -631,9 +643,8 @@ def ablation_table(
         scores, metrics = load_scores(spec, expdir, student_tag, dset, seeds)
         extra_means = {}
         for name, d in extra.items():
-            scoring = finished_scoring(d, dset)
-            if scoring is not None:
-                extra_means[name] = {m: s["mean"] for m, s in (read_summary(scoring) or {}).items()}
+            if (summary := Experiment(name, Path(d)).summary(dset)) is not None:
+                extra_means[name] = {m: s["mean"] for m, s in summary.items()}
         table = set_table(spec, scores, metrics, extra_means, len(seeds), pairing) if metrics else "(no scores yet)"
         parts += ["", f"## {dset}", "", table]
         for reference in spec.also_compare if metrics else ():

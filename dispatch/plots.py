@@ -309,3 +309,45 @@ def save_band_selection_png(exps: Mapping[str, PathLike], path: PathLike) -> Pat
         axes[0].text(0.5, 0.5, "no KD selection statistics logged", ha="center", va="center",
                      transform=axes[0].transAxes)
     return _save(fig, path)
+
+
+def save_paired_differences_png(
+    differences: Mapping[str, Mapping[str, Mapping[str, Optional[float]]]],
+    path: PathLike,
+    reference: str,
+    title: str = "",
+) -> Path:
+    """One panel per metric: each variant's paired difference to ``reference`` with its interval.
+
+    Args:
+        differences: metric -> variant -> {"mean", "low", "high", "n"} (bounds None when undefined, e.g.
+            one seed), as :func:`dispatch.ablation.baseline_differences` writes them for one test set.
+        path: PNG file to write (1000 px wide: it fits a 1280-px window beside the page margins).
+        reference: name of the variant subtracted, for the axis label.
+
+    Returns:
+        ``path``.
+    """
+    names = list(dict.fromkeys(v for per_metric in differences.values() for v in per_metric))
+    fig = Figure(figsize=(10, 1.4 + 0.35 * len(names)), layout="constrained")
+    axes = fig.subplots(1, max(1, len(differences)), squeeze=False, sharey=True)[0]
+    rows = np.arange(len(names))[::-1]  # first variant on top
+    for ax, (metric, per_variant) in zip(axes, differences.items()):
+        for y, name in zip(rows, names):
+            d = per_variant.get(name)
+            if d is None or d["mean"] is None:
+                continue
+            low, high = d["low"], d["high"]
+            clear = low is not None and (low > 0 or high < 0)  # the interval excludes zero
+            if low is not None:
+                ax.plot([low, high], [y, y], color="tab:blue", lw=2)
+            ax.plot([d["mean"]], [y], "o", color="tab:blue", mfc="tab:blue" if clear else "white")
+        ax.axvline(0.0, color="0.4", lw=0.8)
+        ax.set_title(metric)
+        ax.set_xlabel(f"difference to {reference}")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(rows, names)
+    axes[0].set_ylim(-0.6, len(names) - 0.4)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -1,184 +1,46 @@
 """RESULTS.md from an experiment tree: one table per test set, rows = models, columns = metrics.
 
-What is read (as written by stages 4-8 of ``enh_kd.sh``)::
-
-    <exp>/config.yaml                          model, and ``kd_loss`` / ``kd_loss_conf`` of a KD student
-    <exp>/enhanced_<set>/scoring/summary.json  metric means (dispatch.bin.enh_score)
-    <exp>/enhanced_<set>/scoring/<METRIC>      per-utterance scores (to choose the pictured utterances)
-    <exp>/enhanced_<set>/spk1.scp              enhanced audio (pictures)
-    <exp>/checkpoint.pth or log/train.log      training statistics (curves)
-    <data_dir>/<set>/wav.scp, spk1.scp         noisy input and clean reference (pictures)
-
-Each KD row is compared with the baseline student and with its *plain KD* reference: the KD row with
-``selection: all`` and the same KD loss and options apart from the patch selection ones
-(:data:`SELECTION_OPTIONS`), e.g. ``kd_dispatch_l2`` with ``kd_l2``; or one row named by the user.
+The tree is read through :mod:`dispatch.exptree` (configs, scores, enhanced audio, training statistics,
+the KD loss of each student). Each KD row is compared with the baseline student and with its *plain KD*
+reference: the KD row with ``selection: all`` and the same KD loss and options apart from the patch
+selection ones (:data:`dispatch.exptree.SELECTION_OPTIONS`), e.g. ``kd_dispatch_l2`` with ``kd_l2``; or
+one row named by the user.
 """
 from __future__ import annotations
 
 import datetime
-import hashlib
-import inspect
-import json
 import logging
 import math
 import os
 import platform
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import yaml
 
 from dispatch.export.report import deployment_section
-from dispatch.fingerprint import audio_digest
-from dispatch.losses import KD_LOSSES, DISPatchLoss, build_kd_loss
-from dispatch.plots import (
-    read_training_log,
-    save_band_selection_png,
-    save_selection_png,
-    save_training_curves_png,
-    selection_keys,
+from dispatch.exptree import (
+    Experiment,
+    TreeError,
+    load_experiment,
+    ordered_metrics,
+    read_summary,
+    scan_experiments,
+    stale_scores,
 )
+from dispatch.plots import save_band_selection_png, save_selection_png, save_training_curves_png, selection_keys
 from dispatch.report.assets import safe_name
-from dispatch.report.choose import choose_utterances
-from dispatch.report.inputs import read_scores
+from dispatch.report.choose import choose_for_set
 from dispatch.scoring.inputs import load_pair, read_scp
-from dispatch.teacher import teacher_sample_rate
 from dispatch.version import __version__
 
-# Column order; metrics not listed here follow in alphabetical order.
-METRIC_ORDER = ("PESQ_WB", "PESQ_NB", "STOI", "ESTOI", "SI_SDR", "SDR", "CSIG", "CBAK", "COVL",
-                "DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL")
-# kd_loss_conf options that choose *where* KD applies; the others define the distance it applies.
-SELECTION_OPTIONS = ("selection", "topk", "patch", "bands", "band_edges")
 # Training statistics drawn as curves (espnet2's "loss" is task_weight * task + kd_weight * KD).
 CURVE_KEYS = ("loss", "task_loss", "kd_loss", "kd_selected")
 MAC_INPUT_SECONDS = 1.0
 LENGTH_TOLERANCE_S = 0.05  # enhanced outputs may differ from the input by a few samples
-
-
-class ResultsInputError(ValueError):
-    """An experiment, option or file the results stage needs is missing or malformed; the message names it."""
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One row of the results: an espnet2 enhancement experiment.
-
-    Attributes:
-        name: row name (``teacher``, ``baseline``, ``kd_dispatch_l2``, ...).
-        exp_dir: experiment folder.
-        config: its ``config.yaml`` (empty for a folder without one, e.g. a teacher given as a zip).
-    """
-
-    name: str
-    exp_dir: Path
-    config: Dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def kd_loss(self) -> Optional[str]:
-        return self.config.get("kd_loss")
-
-    def kd_options(self) -> Dict[str, Any]:
-        """``kd_loss_conf`` with the KD loss class defaults filled in, so that two configs compare."""
-        if self.kd_loss not in KD_LOSSES:
-            return {}
-        defaults: Dict[str, Any] = {}
-        for cls in reversed(KD_LOSSES[self.kd_loss].__mro__):  # subclass defaults win (DFKD: selection all)
-            init = cls.__dict__.get("__init__")
-            if init is not None:
-                defaults.update({p.name: p.default for p in inspect.signature(init).parameters.values()
-                                 if p.default is not inspect.Parameter.empty})
-        # Tuples in defaults vs lists in yaml: compare through JSON.
-        return json.loads(json.dumps({**defaults, **(self.config.get("kd_loss_conf") or {})}))
-
-    @property
-    def is_selective(self) -> bool:
-        """A KD loss that distils a selection of patches (DISPatch)."""
-        return self.kd_options().get("selection", "all") != "all"
-
-    @property
-    def is_plain_kd(self) -> bool:
-        """A patch-based KD loss that distils every bin (conventional KD with the same distance)."""
-        return self.kd_options().get("selection") == "all"
-
-    def distance_signature(self) -> str:
-        """KD loss and its options except the selection ones: equal for a DISPatch row and its plain KD."""
-        options = {k: v for k, v in self.kd_options().items() if k not in SELECTION_OPTIONS}
-        return json.dumps([self.kd_loss, options], sort_keys=True)
-
-    def kd_description(self) -> str:
-        """``kd_loss`` and its options as configured (defaults left out), and the loss weights."""
-        if not self.kd_loss:
-            return "-"
-        conf = ", ".join(f"{k}={compact_value(v)}" for k, v in (self.config.get("kd_loss_conf") or {}).items())
-        weights = f"kd_weight={self.config.get('kd_weight', 1.0)}, task_weight={self.config.get('task_weight', 1.0)}"
-        return f"{self.kd_loss}({conf}); {weights}"
-
-    def spectrogram_kd_loss(self, fs: int) -> Optional[DISPatchLoss]:
-        """The KD loss of this student (as training built it), if it works on spectrogram patches."""
-        if not self.kd_loss:
-            return None
-        conf = dict(self.config.get("kd_loss_conf") or {})
-        if issubclass(KD_LOSSES.get(self.kd_loss, object), DISPatchLoss):
-            conf.setdefault("fs", fs)  # as EnhancementKDTask does: band edges in Hz need the data's rate
-        try:
-            loss = build_kd_loss(self.kd_loss, **conf)
-        except (TypeError, ValueError) as e:
-            raise ResultsInputError(f"{self.exp_dir / 'config.yaml'}: kd_loss {self.kd_loss}: {e}") from e
-        return loss if isinstance(loss, DISPatchLoss) else None
-
-    def scoring_dir(self, dset: str) -> Path:
-        return self.exp_dir / f"enhanced_{dset}" / "scoring"
-
-
-def compact_value(value: Any) -> str:
-    """An option value on one line (lists and mappings as JSON)."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
-def load_experiment(name: str, exp_dir: Path) -> Experiment:
-    """The experiment with its config.yaml (an error names a config that is not valid yaml)."""
-    path = exp_dir / "config.yaml"
-    config: Dict[str, Any] = {}
-    if path.is_file():
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ResultsInputError(f"{path}: not valid yaml: {e}") from e
-    return Experiment(name, exp_dir, config)
-
-
-# Experiment names of ablation runs: enh_kd.sh --tag_suffix _seed<N>, as dispatch.ablation.tag_suffix writes it.
-ABLATION_RUN = re.compile(r"_seed\d+$")
-
-
-def scan_experiments(
-    scan_dir: Path, known: Sequence[Experiment], test_sets: Sequence[str], baseline_dir: Optional[Path] = None
-) -> List[Experiment]:
-    """Scored experiments under ``scan_dir`` that are not in ``known``, sorted by name.
-
-    This keeps a KD variant trained by an earlier run (with other ``--kd_configs``) in the tables. An
-    experiment counts if it has a config.yaml and a summary.json for one of ``test_sets``. Its row name is
-    its folder name, less the baseline's folder name and ``_`` in front (``enh_kd.sh`` names KD students
-    ``<baseline>_<kd config>``). Runs of an ablation (``run_ablation.sh`` names them ``..._seed<N>``) are
-    left out: their seeds are summarised in the ablation's own table, which stage 9 appends.
-    """
-    seen = {e.exp_dir.resolve() for e in known}
-    names = {e.name for e in known}
-    prefix = f"{baseline_dir.name}_" if baseline_dir is not None else None
-    found = []
-    for d in sorted(p for p in scan_dir.iterdir() if p.is_dir()):
-        if d.resolve() in seen or not (d / "config.yaml").is_file() or ABLATION_RUN.search(d.name):
-            continue
-        if not any((d / f"enhanced_{s}" / "scoring" / "summary.json").is_file() for s in test_sets):
-            continue
-        name = d.name[len(prefix):] if prefix and d.name.startswith(prefix) else d.name
-        found.append(load_experiment(d.name if name in names else name, d))
-    return sorted(found, key=lambda e: e.name)
 
 
 def plain_kd_references(exps: Sequence[Experiment], plain_kd: Optional[str] = None) -> Dict[str, str]:
@@ -191,55 +53,14 @@ def plain_kd_references(exps: Sequence[Experiment], plain_kd: Optional[str] = No
     """
     if plain_kd is not None:
         if plain_kd not in {e.name for e in exps}:
-            raise ResultsInputError(f"--plain_kd {plain_kd}: no such row (rows: {', '.join(e.name for e in exps)})")
-        return {e.name: plain_kd for e in exps if e.kd_loss and e.name != plain_kd}
+            raise TreeError(f"--plain_kd {plain_kd}: no such row (rows: {', '.join(e.name for e in exps)})")
+        return {e.name: plain_kd for e in exps if e.kd_loss_name and e.name != plain_kd}
     plain = {}
     for e in exps:
         if e.is_plain_kd:
             plain.setdefault(e.distance_signature(), e.name)
     return {e.name: plain[e.distance_signature()] for e in exps
             if e.is_selective and e.distance_signature() in plain}
-
-
-def read_summary(scoring_dir: Path) -> Optional[Dict[str, dict]]:
-    """Metric -> {mean, std, count} of one scored set (dispatch.bin.enh_score's summary.json), or None."""
-    path = scoring_dir / "summary.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("enhanced")
-    except json.JSONDecodeError as e:
-        raise ResultsInputError(f"{path}: not valid JSON: {e}") from e
-
-
-# Lists whose fingerprints dispatch.bin.enh_score records in summary.json's config.
-SCORED_LISTS = ("inf_scp", "ref_scp", "noisy_scp")
-
-
-def stale_scores(scoring_dir: Path) -> Optional[str]:
-    """Why the scores in ``scoring_dir`` no longer describe the audio they name, or None if they do.
-
-    enh_score records in summary.json the text hash of each list it scored and a hash of the size and
-    mtime of every audio file the list names; a list or an audio file changed since (stage 2 or 7 redone
-    without stage 8) makes the scores stale. A summary without these records (older, or written by
-    another tool) cannot be checked and is taken as it is.
-    """
-    try:
-        config = json.loads((scoring_dir / "summary.json").read_text(encoding="utf-8")).get("config") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
-    for key in SCORED_LISTS:
-        recorded = config.get(key)
-        if not isinstance(recorded, dict) or "audio_sha256" not in recorded:
-            continue
-        scp = Path(recorded["path"])
-        if not scp.is_file():
-            return f"{scp} (its --{key}) no longer exists"
-        if hashlib.sha1(scp.read_bytes()).hexdigest() != recorded.get("sha1"):
-            return f"{scp} (its --{key}) changed after scoring"
-        if audio_digest(scp) != recorded["audio_sha256"]:
-            return f"audio files listed in {scp} (its --{key}) changed after scoring"
-    return None
 
 
 def model_complexity(config_file: Path, fs: int) -> Tuple[float, float]:
@@ -267,11 +88,6 @@ def model_complexity(config_file: Path, fs: int) -> Tuple[float, float]:
             model.forward_enhance(mix, torch.tensor([n]), {})
     n_params = sum(p.numel() for p in model.parameters())
     return n_params / 1e6, counter.get_total_flops() / 2 / MAC_INPUT_SECONDS / 1e6
-
-
-def ordered_metrics(rows: Sequence[Dict[str, dict]]) -> List[str]:
-    found = {m for row in rows for m in row}
-    return [m for m in METRIC_ORDER if m in found] + sorted(found - set(METRIC_ORDER))
 
 
 def _fmt(x: Optional[float], signed: bool = False, digits: int = 3) -> str:
@@ -332,75 +148,44 @@ class SetPictures:
     utterances: List[UtterancePictures]
 
 
-def _enhanced_scp(exp: Experiment, dset: str) -> Dict[str, str]:
-    path = exp.exp_dir / f"enhanced_{dset}" / "spk1.scp"
-    if not path.is_file():
-        raise ResultsInputError(f"{exp.name}: {path}: no such file (run the enhancement stage first)")
-    return read_scp(str(path))
-
-
-def _best_kd(exps: Sequence[Experiment], dset: str, metric: str) -> Optional[Experiment]:
-    """The KD row with the highest mean ``metric`` on ``dset`` (ties: the first row)."""
-    best, best_mean = None, -math.inf
-    for e in exps:
-        summary = read_summary(e.scoring_dir(dset)) if e.kd_loss else None
-        mean = (summary or {}).get(metric, {}).get("mean")
-        if mean is not None and mean > best_mean:
-            best, best_mean = e, mean
-    return best
-
-
 def write_utterance_pictures(
     exps: Sequence[Experiment],
     dset: str,
     data_dir: Path,
     images_dir: Path,
     teacher: str,
-    baseline: Optional[str],
+    reference: Optional[Experiment],
     rank_metric: str,
     utts: Sequence[str] = (),
     fs: int = 16000,
 ) -> SetPictures:
     """Selection figures (:func:`dispatch.plots.save_selection_png`) of the chosen utterances of a test set.
 
-    Rule: the utterances with the best, median and worst per-utterance ``rank_metric`` gain of the best KD
-    row (highest mean ``rank_metric``) over ``baseline`` (:func:`dispatch.report.choose.choose_utterances`),
-    plus ``utts``. Each spectrogram-domain KD row gets one figure per utterance, its KGS and mask computed
-    from its own output, the teacher's and the clean reference with its own KD loss. Files:
-    ``<images_dir>/<dset>_<utt>_<row>.png``.
+    The utterances are those of :func:`dispatch.report.choose.choose_for_set` (gains over ``reference``,
+    the baseline student or the noisy input), plus ``utts``. Each KD row that distils a selection of
+    spectrogram patches gets one figure per utterance, its KGS and mask computed from its own output, the
+    teacher's and the clean reference with its own KD loss. Files: ``<images_dir>/<dset>_<utt>_<row>.png``.
     """
     by_name = {e.name: e for e in exps}
     if teacher not in by_name:
-        raise ResultsInputError(f"--teacher {teacher}: no such row (rows: {', '.join(by_name)})")
+        raise TreeError(f"--teacher {teacher}: no such row (rows: {', '.join(by_name)})")
+    losses = {e.name: loss for e in exps if (loss := e.selection_loss(fs)) is not None}
+    if not losses or reference is None:
+        return SetPictures("", [])
     wav_scp, clean_scp = data_dir / dset / "wav.scp", data_dir / dset / "spk1.scp"
     noisy, clean = read_scp(str(wav_scp)), read_scp(str(clean_scp))
-    best = _best_kd(exps, dset, rank_metric)
-    subject, reference = {}, {}
-    if best is not None and baseline in by_name:
-        for scores, e in ((subject, best), (reference, by_name[baseline])):
-            path = e.scoring_dir(dset) / rank_metric
-            if path.is_file():
-                scores.update(read_scores(path))
     fixed = [u for u in utts if u in noisy]  # with several test sets, each id belongs to one
-    chosen = choose_utterances(subject, reference, fixed=fixed, known=noisy.keys(), metric=rank_metric)
-    if subject and reference:
-        rule = (f"the utterances with the best, median and worst per-utterance {rank_metric} gain of {best.name} "
-                f"(the KD student with the highest mean {rank_metric}) over {baseline}, plus --utts")
-    else:
-        rule = f"the --utts utterances (no per-utterance {rank_metric} of a KD student and of {baseline} to rank by)"
-
-    losses = {e.name: loss for e in exps
-              if (loss := e.spectrogram_kd_loss(teacher_sample_rate(e.config) or fs)) is not None}
-    outputs = {name: _enhanced_scp(by_name[name], dset) for name in [teacher, *losses]}
+    chosen, rule = choose_for_set(exps, dset, reference.name, reference.scores(dset, rank_metric), noisy.keys(),
+                                  fixed, rank_metric)
+    outputs = {name: by_name[name].enhanced(dset) for name in [teacher, *losses]}
     pictures = []
     for utt, reasons in chosen.items():
         if utt not in clean:
-            raise ResultsInputError(f"{utt}: not listed in {clean_scp}")
+            raise TreeError(f"{utt}: not listed in {clean_scp}")
         waves = {"noisy": load_pair(utt, noisy[utt], clean[utt], LENGTH_TOLERANCE_S)}
         for name, scp in outputs.items():
             if utt not in scp:
-                raise ResultsInputError(
-                    f"{name}: utterance {utt} is not in {by_name[name].exp_dir}/enhanced_{dset}/spk1.scp")
+                raise TreeError(f"{name}: utterance {utt} is not in {by_name[name].enhanced_scp(dset)}")
             waves[name] = load_pair(utt, scp[utt], clean[utt], LENGTH_TOLERANCE_S)
         wav_fs = waves["noisy"][2]
         figures = {}
@@ -420,7 +205,7 @@ def write_training_pictures(exps: Sequence[Experiment], images_dir: Path) -> Dic
     Returns:
         caption -> PNG (empty when no experiment has training statistics).
     """
-    logs = {e.name: read_training_log(e.exp_dir) for e in exps}
+    logs = {e.name: e.training_log() for e in exps}
     trained = {e.name: e.exp_dir for e in exps if logs[e.name]}
     pictures = {}
     if trained:
@@ -441,7 +226,7 @@ def training_cost_table(exps: Sequence[Experiment]) -> List[str]:
     """
     lines = ["| model | epochs | steps | s/step | training min |", "|---|---:|---:|---:|---:|"]
     for e in exps:
-        train = read_training_log(e.exp_dir).get("train", {})
+        train = e.training_log().get("train", {})
         times, counts = train.get("train_time"), train.get("total_count")
         if not times or not counts:
             continue
@@ -492,7 +277,7 @@ def _header(exps: Sequence[Experiment], baseline: Optional[str], command: str) -
         "",
         "| model | experiment | config | KD |",
         "|---|---|---|---|",
-        *[f"| {e.name} | `{e.exp_dir}` | `{e.exp_dir / 'config.yaml'}` | {e.kd_description()} |" for e in exps],
+        *[f"| {e.name} | `{e.exp_dir}` | `{e.config_path}` | {e.kd_description()} |" for e in exps],
     ]
 
 
@@ -539,10 +324,10 @@ def make_results(
     names = [name for name, _ in models]
     duplicates = sorted({n for n in names if names.count(n) > 1} | ({"noisy"} & set(names)))
     if duplicates:
-        raise ResultsInputError(f"row names must be unique and not 'noisy': {', '.join(duplicates)}")
+        raise TreeError(f"row names must be unique and not 'noisy': {', '.join(duplicates)}")
     exps = [load_experiment(name, Path(d)) for name, d in models]
     if baseline and baseline not in names:
-        raise ResultsInputError(f"--baseline {baseline}: no such row (rows: {', '.join(names)})")
+        raise TreeError(f"--baseline {baseline}: no such row (rows: {', '.join(names)})")
     if scan_dir is not None:
         base_dir = next((e.exp_dir for e in exps if e.name == baseline), None)
         exps += scan_experiments(scan_dir, exps, test_sets, base_dir)
@@ -551,14 +336,14 @@ def make_results(
         known = set().union(*(read_scp(str(Path(data_dir) / s / "wav.scp")).keys() for s in test_sets))
         unknown = [u for u in utts if u not in known]
         if unknown:
-            raise ResultsInputError(f"--utts: {', '.join(unknown)} not in the test sets ({', '.join(test_sets)})")
+            raise TreeError(f"--utts: {', '.join(unknown)} not in the test sets ({', '.join(test_sets)})")
 
     complexity = {}
     for e in exps:
-        if not (e.exp_dir / "config.yaml").is_file():
+        if not e.config_path.is_file():
             continue  # e.g. the outputs of a teacher given as a packed zip
         try:
-            complexity[e.name] = model_complexity(e.exp_dir / "config.yaml", teacher_sample_rate(e.config) or fs)
+            complexity[e.name] = model_complexity(e.config_path, e.sample_rate(fs))
         except Exception as err:  # any espnet2 model may fail a 1 s random input; the table must still be written
             logging.warning(f"{e.name}: parameters and MACs not counted ({type(err).__name__}: {err})")
 
@@ -576,23 +361,23 @@ def make_results(
         if summary is not None and (why := stale_scores(scoring_dir)):
             message = f"{name}: the scores in {scoring_dir} are stale: {why}; rerun the scoring (stage 8)"
             if name in configured:
-                raise ResultsInputError(message)
+                raise TreeError(message)
             logging.warning(f"{message}; row left out")
             return None
         return summary
 
+    noisy = Experiment("noisy", Path(noisy_dir)) if noisy_dir is not None else None
+    by_name = {e.name: e for e in exps}
+    reference = by_name.get(baseline) or noisy  # of the gains that choose the pictured utterances
     for dset in test_sets:
         rows = []
-        if noisy_dir is not None and (
-                summary := current_summary("noisy", Path(noisy_dir) / f"enhanced_{dset}" / "scoring")):
-            rows.append(Row("noisy", summary))
-        for e in exps:
+        for e in ([noisy] if noisy else []) + exps:
             if (summary := current_summary(e.name, e.scoring_dir(dset))) is not None:
                 rows.append(Row(e.name, summary, *complexity.get(e.name, (None, None)), plain.get(e.name)))
         parts += ["", f"## {dset}", "", set_table(rows, baseline) if rows else "(no scores yet)"]
         if images_dir is not None and data_dir is not None and rows:
             pictures = write_utterance_pictures(
-                exps, dset, Path(data_dir), Path(images_dir), teacher, baseline, rank_metric, utts, fs)
+                exps, dset, Path(data_dir), Path(images_dir), teacher, reference, rank_metric, utts, fs)
             parts += _pictures_section(pictures, link_base)
     cost = training_cost_table(exps)
     training = write_training_pictures(exps, Path(images_dir)) if images_dir is not None else {}
@@ -612,5 +397,5 @@ def demoted_headings(page: Path) -> List[str]:
     try:
         text = Path(page).read_text()
     except OSError as e:
-        raise ResultsInputError(f"--include {page}: cannot read it ({e})") from e
+        raise TreeError(f"--include {page}: cannot read it ({e})") from e
     return [("#" + line) if re.match(r"#{1,5} ", line) else line for line in text.rstrip("\n").splitlines()]

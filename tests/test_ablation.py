@@ -15,6 +15,7 @@ from dispatch.ablation import (
     Estimate,
     difference_table,
     exceeds_noise,
+    interval,
     load_spec,
     paired_over_seeds,
     paired_over_utterances,
@@ -24,6 +25,7 @@ from dispatch.ablation import (
     training_budget,
 )
 from dispatch.bin.ablation import main as ablation_main
+from dispatch.exptree import load_experiment
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "egs2" / "TEMPLATE" / "enh_kd1"
 MINI = Path(__file__).resolve().parents[1] / "egs2" / "mini_flite" / "enh_kd1"
@@ -145,6 +147,7 @@ def test_a_difference_exceeds_the_noise_when_its_t_interval_excludes_zero():
     assert exceeds_noise(Estimate(-1.5, 1 / 3, 3))  # 1.5 > 1.434, either sign
     assert exceeds_noise(Estimate(0.3, 0.1, 30)) and not exceeds_noise(Estimate(0.3, 0.2, 30))  # t(0.975, 29) = 2.045
     assert not exceeds_noise(Estimate(5.0, float("nan"), 1))  # one seed: no spread, no claim
+    assert interval(Estimate(4 / 3, 1 / 3, 3)) == pytest.approx((4 / 3 - 4.3027 / 3, 4 / 3 + 4.3027 / 3), abs=1e-4)
     strong = {s: {u: v + 2.0 for u, v in REFERENCE[s].items()} for s in REFERENCE}
     strong[2] = {u: v + 0.5 for u, v in strong[2].items()}  # per-seed differences 2, 2, 2.5
     s = parse_spec({"seeds": [0, 1, 2], "reference": "ref", "also_compare": ["none"],
@@ -164,9 +167,10 @@ def test_training_budget_is_read_from_the_configs_and_mixed_budgets_are_named(tm
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(
             {"max_epoch": epochs, "batch_size": 8, "optim": "adam", "optim_conf": {"lr": 0.002}, "patience": None}))
-    same = training_budget([tmp_path / "a_seed0", tmp_path / "b_seed0", tmp_path / "missing"])
+    runs = {name: load_experiment(name, tmp_path / name) for name in ("a_seed0", "b_seed0", "c_seed0", "missing")}
+    same = training_budget([runs["a_seed0"], runs["b_seed0"], runs["missing"]])
     assert same == 'max_epoch 32, batch_size 8, optim adam, optim_conf {"lr": 0.002}'
-    mixed = training_budget([tmp_path / n for n in ("a_seed0", "b_seed0", "c_seed0")])
+    mixed = training_budget([runs[n] for n in ("a_seed0", "b_seed0", "c_seed0")])
     assert "max_epoch 32" in mixed and "(a_seed0, b_seed0)" in mixed and "max_epoch 10" in mixed and "(c_seed0)" in mixed
 
 
@@ -256,6 +260,11 @@ def test_expand_and_table_commands_on_a_fake_experiment_tree(tmp_path, monkeypat
     assert "| k_topk0.5 | 3/3 | 4.333 ± 1.528 (+1.333 ± 0.333) |" in text
     assert "| k_topk1.0 | 0/3 | - |" in text
     assert "`conf/kd/kd_dispatch_l2.yaml + kd_loss_conf.topk=0.5`" in text
+    # The listening page's picture: each KD variant minus the student alone (one common seed: no interval).
+    figure = json.loads(Path("exp/ablation/tiny/paired_differences.json").read_text())
+    assert (figure["reference"], figure["pairing"], figure["level"]) == ("none", "seed", 0.95)
+    assert figure["sets"]["test"]["SI_SDR"] == {"kd_l2": {"mean": 1.5, "low": None, "high": None, "n": 1},
+                                                "k_topk0.5": {"mean": 2.5, "low": None, "high": None, "n": 1}}
 
     assert "## Convergence" not in text  # no training logs in this tree
 

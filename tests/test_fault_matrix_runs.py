@@ -27,7 +27,8 @@ from test_fault_matrix import make_teacher
 from dispatch import fingerprint
 from dispatch.bin import enh_score, format_data
 from dispatch.data.datadir import read_scp
-from dispatch.results import ResultsInputError, make_results
+from dispatch.exptree import TreeError
+from dispatch.results import make_results
 
 RUN_PL = TEMPLATE / "utils" / "run.pl"
 TESTS = Path(__file__).resolve().parent
@@ -163,7 +164,7 @@ def test_1d_results_refuse_scores_of_audio_that_changed_after_scoring(tmp_path):
     assert "| student |" in make_results([("student", exp)], ["tt"], baseline=None)
     estimate = Path(read_scp(enhanced / "spk1.scp")["tt_000"])
     rewrite(estimate, 0.5 * sf.read(estimate)[0])  # stage 7 redone without stage 8
-    with pytest.raises(ResultsInputError) as refused:
+    with pytest.raises(TreeError) as refused:
         make_results([("student", exp)], ["tt"], baseline=None)
     assert str(refused.value) == (
         f"student: the scores in {enhanced / 'scoring'} are stale: audio files listed in "

@@ -4,6 +4,7 @@ A small experiment tree is generated: a test set of 5 utterances, a teacher (fla
 (float wav output: converted for browsers), a plain-KD and a DFKD+DISPatch student (16-bit wav: linked),
 score files with known per-utterance gains and espnet2-style training logs.
 """
+import json
 import math
 import os
 import shutil
@@ -18,9 +19,12 @@ import pytest
 import soundfile as sf
 import yaml
 from conftest import FS, write_data_dir
+from PIL import Image
 
 from dispatch.bin.make_report import main as make_report
+from dispatch.exptree import read_grid_differences
 from dispatch.report.choose import choose_utterances
+from dispatch.report.page import grid_pictures, render_page
 
 UTTS = [f"test_{i:03d}" for i in range(5)]
 BASELINE_PESQ = 2.0
@@ -98,7 +102,20 @@ def write_tree(root: Path) -> List[str]:
         "\n| utterance | kd_dispatch |\n|---|---|\n| test_004 | [png](exp/results/images/test_004_kd_dispatch.png) |\n"
         "\n![training curves](exp/results/images/curves.png)\n"
     )
+    # An ablation grid's paired differences to the student alone (dispatch.bin.ablation table writes them).
+    grid = root / "exp" / "ablation" / "method"
+    grid.mkdir(parents=True)
+    (grid / "paired_differences.json").write_text(json.dumps(GRID))
     return models
+
+
+GRID = {"spec": "method", "reference": "none", "pairing": "seed", "level": 0.95, "sets": {"test": {
+    "SI_SDR": {"kd_l2": {"mean": 0.3, "low": -0.1, "high": 0.7, "n": 3},
+               "kd_dispatch": {"mean": 0.8, "low": 0.5, "high": 1.1, "n": 3},
+               "kd_one_seed": {"mean": 0.2, "low": None, "high": None, "n": 1}},
+    "PESQ_WB": {"kd_l2": {"mean": 0.05, "low": -0.02, "high": 0.12, "n": 3},
+                "kd_dispatch": {"mean": 0.15, "low": 0.1, "high": 0.2, "n": 3}},
+    "STOI": {"kd_l2": {"mean": 0.01, "low": 0.0, "high": 0.02, "n": 3}}}}}
 
 
 def report_args(root: Path, output_dir: Path, *extra: str) -> List[str]:
@@ -106,7 +123,7 @@ def report_args(root: Path, output_dir: Path, *extra: str) -> List[str]:
         "--output_dir", str(output_dir), "--results_md", str(root / "RESULTS.md"), "--test_set", "test",
         "--data_dir", str(root / "dump" / "raw" / "test"),
         "--noisy_scoring", str(root / "exp" / "noisy" / "enhanced_test" / "scoring"),
-        "--baseline", "baseline", "--utts", FIXED, *extra,
+        "--baseline", "baseline", "--utts", FIXED, "--ablation_root", str(root / "exp" / "ablation"), *extra,
     ]
 
 
@@ -143,8 +160,8 @@ def test_page_and_assets(built):
     # One row per chosen utterance, each with a player and a spectrogram per system (noisy, clean, 4 models).
     assert len(links.urls["audio"]) == len(shown) * 6
     # RESULTS.md's picture, spectrograms, a mask per utterance for the DISPatch student (none for
-    # selection: all), 2 training figures.
-    assert len(links.urls["img"]) == 1 + len(shown) * 6 + len(shown) + 2
+    # selection: all), the ablation grid's differences, 2 training figures.
+    assert len(links.urls["img"]) == 1 + len(shown) * 6 + len(shown) + 1 + 2
     for url in links.urls["img"] + links.urls["audio"] + links.urls["a"]:
         assert not os.path.isabs(url) and "://" not in url, url
         assert (report / url).resolve().is_file(), url
@@ -156,7 +173,9 @@ def test_page_and_assets(built):
     assert links.urls["img"][-1] == "assets/results_md/01_curves.png"
     html = page.read_text(encoding="utf-8")
     assert "2.140 (+0.140)</td>" in html and "|---" not in html  # RESULTS.md's table rendered
-    assert html.index("<audio") < html.index("Training curves") < html.index('<details class="results">') < html.index("2.140")
+    assert html.index("<audio") < html.index("assets/ablation_method.png") < html.index("Training curves") \
+        < html.index('<details class="results">') < html.index("2.140")
+    assert "each KD variant minus none (the student trained alone)" in html
     for utt in shown:
         assert utt in html
     assert html.index("test_004") < html.index("test_002") < html.index("test_001") and "test_000" not in html
@@ -187,6 +206,17 @@ def test_rerun_skips_and_errors_name_the_input(built, caplog):
     assert make_report(report_args(root, root / "bad", "--teacher", "oracle") + models) == 1
     assert "--teacher oracle" in caplog.text
     assert not (root / "bad" / "index.html").exists()
+
+
+def test_the_grid_picture_shows_the_differences_and_is_absent_without_a_grid(built, tmp_path):
+    root, _, page = built
+    with Image.open(page.parent / "assets" / "ablation_method.png") as picture:
+        assert picture.size[0] <= 1000  # fits a 1280-px window beside the page margins
+    assert grid_pictures(read_grid_differences(root / "exp" / "ablation"), "other_set", tmp_path) == []
+    assert read_grid_differences(tmp_path / "no_ablations") == []
+    html = render_page(test_set="test", grids=[], results="", rule="", rows=[], columns=[], masks=[], curves=[],
+                       date="")
+    assert "Ablation" not in html and "<img" not in html
 
 
 def test_choose_rule():
@@ -259,7 +289,7 @@ def test_page_in_headless_chromium(built, tmp_path):
             audios = driver.execute_script(
                 "return [...document.querySelectorAll('audio')]"
                 ".map(a => [a.currentSrc, a.duration, a.error && a.error.code])")
-            assert len(images) == 1 + 3 * 7 + 2 and len(audios) == 3 * 6
+            assert len(images) == 1 + 3 * 7 + 1 + 2 and len(audios) == 3 * 6
             for src, width in images:
                 assert src.startswith(moved.as_uri()) and width > 0, src
             for src, duration, error in audios:
@@ -278,8 +308,6 @@ def test_page_in_headless_chromium(built, tmp_path):
             assert opened["overflow"] <= 0 and opened["wide"] == [], opened  # RESULTS.md's pictures fit
             first = tmp_path / "report_1280.png"
             assert driver.save_screenshot(str(first))
-            from PIL import Image
-
             with Image.open(first) as shot:  # the layout as seen: a 1280-px wide first screen
                 assert shot.size[0] <= 1280 and shot.size[1] >= 600
             # Whole page in the screenshot, the wide utterance table included.

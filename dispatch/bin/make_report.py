@@ -3,11 +3,13 @@
 
     python -m dispatch.bin.make_report --output_dir exp/report --results_md RESULTS.md --test_set test \\
         --data_dir dump/raw/test --noisy_scoring exp/noisy/enhanced_test/scoring --baseline baseline \\
-        teacher=exp/teacher_blstm baseline=exp/student_tcn_small kd_dispatch_l2=exp/student_tcn_small_kd_dispatch_l2
+        --ablation_root exp/ablation teacher=exp/teacher_blstm baseline=exp/student_tcn_small \\
+        kd_dispatch_l2=exp/student_tcn_small_kd_dispatch_l2
 
-The page shows RESULTS.md's tables; for the utterances with the best, median and worst per-utterance
---rank_metric gain of the best KD student over --baseline (plus --utts), a player, a spectrogram and, for
-DISPatch/DFKD students, the selection mask of every system; and the training curves. Audio files are
+The page shows, for the utterances with the best, median and worst per-utterance --rank_metric gain of
+the best KD student over --baseline (plus --utts), a player, a spectrogram and, for DISPatch/DFKD
+students, the selection mask of every system; with --ablation_root, one picture per ablation grid of its
+paired differences to the student alone; the training curves; and RESULTS.md's tables, folded. Audio files are
 hard-linked (copied across file systems) into <output_dir>/assets, so the folder can be moved. A rerun
 with unchanged inputs does nothing.
 """
@@ -17,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from dispatch.report import ReportInputError, build_report
-from dispatch.report.inputs import model_arg
+from dispatch.exptree import TreeError, model_arg
+from dispatch.report.page import build_report
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher", default="teacher", help="model whose output the selection masks use")
     parser.add_argument("--utts", default="", help="comma-separated utterance ids shown besides the ranked ones")
     parser.add_argument("--rank_metric", default="PESQ_WB", help="per-utterance metric that ranks the gains")
+    parser.add_argument("--ablation_root", type=Path, default=None,
+                        help="folder of the ablation grids (exp/ablation): a picture of each grid's paired "
+                             "differences to the student alone follows the players")
     parser.add_argument("--show_metrics", default="PESQ_WB,STOI,SI_SDR",
                         help="comma-separated per-utterance scores shown under each player")
     return parser
@@ -50,8 +55,9 @@ def main(cmd: Optional[List[str]] = None) -> int:
             utts=[u for u in args.utts.split(",") if u],
             rank_metric=args.rank_metric,
             show_metrics=[m for m in args.show_metrics.split(",") if m],
+            ablation_root=args.ablation_root,
         )
-    except (ReportInputError, ValueError) as e:
+    except (TreeError, ValueError) as e:
         logging.error(str(e))
         return 1
     return 0

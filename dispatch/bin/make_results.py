@@ -11,7 +11,8 @@ column per metric with the change against --baseline and against the row's plain
 parameters and MACs per second of audio. Before the tables, the machine, date, command and each row's
 config and KD options. With --images_dir: training curves and the selected fraction per band over
 epochs; with --data_dir too, for the best/median/worst --rank_metric gain of the best KD student over
-the baseline (plus --utts), spectrograms with the Knowledge Gap Score map and the selected patches.
+the baseline (the noisy input without one; plus --utts), spectrograms with the Knowledge Gap Score map
+and the selected patches of each KD student that selects patches (the same rule as the listening page).
 Each --include page (e.g. RESULTS_ablation_method.md, written by run_ablation.sh) is appended, its headings
 one level down. RESULTS.md links the pictures relatively. The file and pictures are rewritten (atomically) on each run.
 """
@@ -22,8 +23,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from dispatch.data.atomic import write_text_atomic
-from dispatch.report.inputs import ReportInputError, model_arg
-from dispatch.results import ResultsInputError, make_results
+from dispatch.exptree import TreeError, model_arg
+from dispatch.results import make_results
 from dispatch.scoring.inputs import ScoringInputError
 
 
@@ -67,7 +68,7 @@ def main(cmd: Optional[List[str]] = None) -> int:
             teacher=args.teacher, rank_metric=args.rank_metric, utts=[u for u in args.utts.split(",") if u],
             report=args.report, include=args.include,
         )
-    except (ResultsInputError, ReportInputError, ScoringInputError) as e:
+    except (TreeError, ScoringInputError) as e:
         logging.error(f"make_results: {e}")
         return 1
     write_text_atomic(args.output, text)

@@ -1,18 +1,18 @@
-"""Which test utterances the listening page shows, by a fixed, documented rule.
+"""Which test utterances the listening page and RESULTS.md picture, by one fixed, documented rule.
 
 The rule: the utterances with the best, median and worst per-utterance gain of the *subject* (the KD
-student with the highest mean of the ranking metric; the best model when no KD student is given) over
-the *reference* (the baseline student; the noisy input with ``--baseline ''``), plus the ids given by
-the user (``--utts``). Gains are ``subject - reference`` (every metric used here is higher-is-better);
-utterances without a score on either side are left out of the ranking; ties are broken by utterance id so
-that the choice is reproducible.
+student with the highest mean of the ranking metric, :func:`dispatch.exptree.best_student`) over the
+*reference* (the baseline student; the noisy input when there is none), plus the ids given by the user
+(``--utts``). Gains are ``subject - reference`` (every metric used here is higher-is-better);
+utterances without a score on either side are left out of the ranking; ties are broken by utterance id
+so that the choice is reproducible.
 """
 from __future__ import annotations
 
 import math
-from typing import Collection, Dict, List, Sequence
+from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
-from dispatch.report.inputs import ReportInputError, Scores
+from dispatch.exptree import Experiment, Scores, TreeError, best_student
 
 
 def choose_utterances(
@@ -34,11 +34,11 @@ def choose_utterances(
         An ordered dict; an utterance picked for several reasons is listed once with all of them.
 
     Raises:
-        ReportInputError: if a fixed id is not in ``known``.
+        TreeError: if a fixed id is not in ``known``.
     """
     unknown = [u for u in fixed if u not in known]
     if unknown:
-        raise ReportInputError(f"--utts: unknown utterance id(s) {', '.join(unknown)} (not in the test set)")
+        raise TreeError(f"--utts: unknown utterance id(s) {', '.join(unknown)} (not in the test set)")
     gains = sorted(
         (subject[u] - reference[u], u)
         for u in subject.keys() & reference.keys()
@@ -52,3 +52,29 @@ def choose_utterances(
     for utt in fixed:
         chosen.setdefault(utt, []).append("chosen by --utts")
     return chosen
+
+
+def choose_for_set(
+    exps: Sequence[Experiment],
+    dset: str,
+    reference: str,
+    reference_scores: Optional[Scores],
+    known: Collection[str],
+    fixed: Sequence[str] = (),
+    metric: str = "PESQ_WB",
+) -> Tuple[Dict[str, List[str]], str]:
+    """The utterances of ``dset`` to show (see :func:`choose_utterances`) and the rule in words.
+
+    Args:
+        exps: the models; the subject is the best of them other than ``reference``.
+        reference, reference_scores: the baseline student or the noisy input, and its ``metric`` scores.
+    """
+    subject = best_student(exps, dset, metric, exclude=[reference])
+    subject_scores = subject.scores(dset, metric) if subject else None
+    if not subject_scores or not reference_scores:
+        rule = f"the --utts utterances (no per-utterance {metric} of a student and of {reference} to rank by)"
+        return choose_utterances({}, {}, fixed, known, metric), rule
+    role = "the KD student" if subject.kd_loss_name else "the model (no KD student given)"
+    rule = (f"the utterances with the best, median and worst per-utterance {metric} gain of {subject.name} "
+            f"({role} with the highest mean {metric}) over {reference}" + (", plus --utts" if fixed else ""))
+    return choose_utterances(subject_scores, reference_scores, fixed, known, metric), rule

@@ -25,16 +25,26 @@ from markupsafe import Markup
 
 from dispatch.data.atomic import atomic_path, write_text_atomic
 from dispatch.data.audio import probe, read_audio
-from dispatch.losses import KD_LOSSES, DISPatchLoss, build_kd_loss
+from dispatch.data.datadir import DataDirError, read_scp
+from dispatch.exptree import (
+    PAIRED_DIFFERENCES,
+    Experiment,
+    Scores,
+    TreeError,
+    load_experiment,
+    read_grid_differences,
+    read_scores,
+)
+from dispatch.losses import DISPatchLoss
 from dispatch.plots import (
     save_band_selection_png,
+    save_paired_differences_png,
     save_selection_png,
     save_spectrogram_png,
     save_training_curves_png,
 )
 from dispatch.report.assets import place_audio, safe_name
-from dispatch.report.choose import choose_utterances
-from dispatch.report.inputs import ReportInputError, System, collect_systems, mean_score
+from dispatch.report.choose import choose_for_set
 from dispatch.version import __version__
 
 PAGE = "index.html"
@@ -43,6 +53,7 @@ INPUTS = "inputs.json"  # what the page was made from; a rerun with the same inp
 # Where dispatch.plots.read_training_log finds the statistics of a training (the checkpoint first).
 TRAINING_STATS = ("checkpoint.pth", "log/train.log")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
+GRID_METRICS = ("SI_SDR", "PESQ_WB")  # the paired differences an ablation grid's picture shows
 
 
 @dataclass
@@ -61,6 +72,46 @@ class Row:
     utt: str
     reasons: List[str]
     cells: List[Cell] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the listening table: the noisy input, the clean reference or a model's output.
+
+    Attributes:
+        name: column title (``noisy``, ``clean`` or the model's row name).
+        audio_scp: ``uttid path`` list of its audio; ``audio``: that list read.
+            scoring_dir: folder of its per-utterance score files; None for the clean reference.
+        experiment: the model; None for noisy and clean.
+    """
+
+    name: str
+    audio_scp: Path
+    audio: Dict[str, str]
+    scoring_dir: Optional[Path] = None
+    experiment: Optional[Experiment] = None
+
+    def audio_path(self, utt: str) -> Path:
+        """Path of ``utt``'s audio, or an error naming the utterance and the list."""
+        if utt not in self.audio:
+            raise TreeError(f"{self.name}: utterance {utt} is not listed in {self.audio_scp}")
+        return Path(self.audio[utt])
+
+    def scores(self, metric: str) -> Optional[Scores]:
+        """Per-utterance ``metric`` scores, or None without such a score file."""
+        path = self.scoring_dir / metric if self.scoring_dir else None
+        return read_scores(path) if path and path.is_file() else None
+
+
+def _column(name: str, audio_scp: Path, scoring_dir: Optional[Path] = None,
+            experiment: Optional[Experiment] = None) -> Column:
+    try:
+        return Column(name, audio_scp, read_scp(audio_scp), scoring_dir, experiment)
+    except FileNotFoundError:
+        hint = " (run the enhancement stage first)" if experiment else ""
+        raise TreeError(f"{name}: {audio_scp}: no such file{hint}") from None
+    except DataDirError as e:
+        raise TreeError(f"{name}: {e}") from e
 
 
 class _LocalLinks(Treeprocessor):
@@ -103,7 +154,7 @@ def render_markdown(path: Path, page_dir: Path, copy_dir: Path) -> Markup:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ReportInputError(f"--results_md {path}: {e.strerror} (run the results stage first)") from e
+        raise TreeError(f"--results_md {path}: {e.strerror} (run the results stage first)") from e
     md = markdown.Markdown(extensions=["tables"])
     links = _LocalLinks(md, path.resolve().parent, page_dir.resolve(), copy_dir.resolve())
     # After the inline patterns (priority 20), which create the <a> and <img> elements.
@@ -132,60 +183,15 @@ def _fingerprint(options: dict, files: Iterable[Path]) -> str:
     return hashlib.sha1(json.dumps([options, stats], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _read_mono(system: System, utt: str, fs: int) -> np.ndarray:
-    path = system.audio_path(utt)
+def _read_mono(column: Column, utt: str, fs: int) -> np.ndarray:
+    path = column.audio_path(utt)
     try:
         wav = read_audio(path, fs)
     except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError, a RuntimeError
-        raise ReportInputError(f"{system.name}: utterance {utt}: cannot read {path}: {e}") from e
+        raise TreeError(f"{column.name}: utterance {utt}: cannot read {path}: {e}") from e
     if wav.ndim != 1:
-        raise ReportInputError(f"{system.name}: utterance {utt}: {path} has {wav.shape[1]} channels, expected mono")
+        raise TreeError(f"{column.name}: utterance {utt}: {path} has {wav.shape[1]} channels, expected mono")
     return wav
-
-
-def _selection_losses(systems: Sequence[System], fs: int) -> Dict[str, DISPatchLoss]:
-    """The patch-selecting KD losses (DISPatch, DFKD) of the KD students, rebuilt from their configs."""
-    losses = {}
-    for s in systems:
-        if s.kd_loss is None:
-            continue
-        name, conf = s.kd_loss
-        if not issubclass(KD_LOSSES.get(name, DISPatchLoss), DISPatchLoss):
-            continue  # si_snr KD distils the whole signal: no mask to show
-        try:
-            loss = build_kd_loss(name, **{"fs": fs, **conf})  # as in training, the config's own fs wins
-        except (TypeError, ValueError) as e:
-            raise ReportInputError(f"{s.exp_dir / 'config.yaml'}: kd_loss {name}: {e}") from e
-        if loss.selection != "all":  # conventional KD with a patch distance: every bin, nothing to show
-            losses[s.name] = loss
-    return losses
-
-
-def _choose(
-    systems: Sequence[System], baseline: str, utts: Sequence[str], metric: str
-) -> Tuple[Dict[str, List[str]], str]:
-    """The utterances to show (id -> reasons, see :mod:`dispatch.report.choose`) and the rule in words.
-
-    The subject is the KD student with the best mean ``metric`` (the best model when none was trained
-    with KD); the reference is the baseline student (the noisy input when ``baseline`` is empty).
-    """
-    by_name = {s.name: s for s in systems}
-    reference = by_name[baseline or "noisy"]
-    models = [s for s in systems if s.exp_dir is not None and s is not reference]
-    candidates = [s for s in models if s.kd_loss is not None] or models
-    if not candidates:
-        return choose_utterances({}, {}, utts, by_name["noisy"].audio, metric), "by --utts only (no model to rank)"
-    scores = {}
-    for s in candidates + [reference]:
-        scores[s.name] = s.scores(metric)
-        if scores[s.name] is None:
-            raise ReportInputError(f"--rank_metric {metric}: {s.name} has no score file {s.scoring_dir / metric}")
-    subject = max(candidates, key=lambda s: mean_score(scores[s.name]))
-    chosen = choose_utterances(scores[subject.name], scores[reference.name], utts, by_name["noisy"].audio, metric)
-    role = "the best KD student" if subject.kd_loss is not None else "the best model (no KD student given)"
-    rule = (f"best, median and worst per-utterance {metric} gain of {subject.name} ({role} by mean {metric}) "
-            f"over {reference.name}")
-    return chosen, rule
 
 
 def _utterance_row(
@@ -193,33 +199,54 @@ def _utterance_row(
     reasons: List[str],
     folder: Path,
     page_dir: Path,
-    systems: Sequence[System],
+    columns: Sequence[Column],
     fs: int,
-    scores: Dict[str, Dict[str, Dict[str, float]]],
+    scores: Dict[str, Dict[str, Scores]],
     masks: Dict[str, DISPatchLoss],
     teacher: str,
 ) -> Row:
-    """Audio, spectrogram, scores and (for DISPatch students) selection mask of every system on ``utt``,
+    """Audio, spectrogram, scores and (for DISPatch students) selection mask of every column on ``utt``,
     the files written under ``folder``; paths in the row are relative to ``page_dir``."""
-    wavs = {s.name: _read_mono(s, utt, fs) for s in systems}
+    wavs = {c.name: _read_mono(c, utt, fs) for c in columns}
     row = Row(utt, reasons)
-    for s in systems:
-        stem = folder / safe_name(s.name)
-        audio = place_audio(s.audio_path(utt), stem)
-        spectrogram = save_spectrogram_png(wavs[s.name], fs, stem.with_suffix(".png"), title=s.name)
+    for c in columns:
+        stem = folder / safe_name(c.name)
+        audio = place_audio(c.audio_path(utt), stem)
+        spectrogram = save_spectrogram_png(wavs[c.name], fs, stem.with_suffix(".png"), title=c.name)
         selection = None
-        if s.name in masks:
+        if c.name in masks:
             selection = save_selection_png(
-                *(wavs[k] for k in ("noisy", "clean", teacher, s.name)), fs, masks[s.name],
-                folder / f"{safe_name(s.name)}_selection.png", title=f"{s.name} on {utt}: patches distilled",
+                *(wavs[k] for k in ("noisy", "clean", teacher, c.name)), fs, masks[c.name],
+                folder / f"{safe_name(c.name)}_selection.png", title=f"{c.name} on {utt}: patches distilled",
             )
-        values = [(m, per_utt.get(utt)) for m, per_utt in scores[s.name].items()]
+        values = [(m, per_utt.get(utt)) for m, per_utt in scores[c.name].items()]
         row.cells.append(Cell(
-            s.name, _relative(audio, page_dir), _relative(spectrogram, page_dir),
+            c.name, _relative(audio, page_dir), _relative(spectrogram, page_dir),
             [(m, f"{v:.3f}") for m, v in values if v is not None],
             selection and _relative(selection, page_dir),
         ))
     return row
+
+
+def _columns(data_dir: Path, noisy_scoring: Path, models: Sequence[Tuple[str, Path]], test_set: str) -> List[Column]:
+    """Noisy, clean, then the models in the given order, each with its audio list read.
+
+    Raises:
+        TreeError: for a repeated or reserved model name, a missing audio list or scoring folder.
+    """
+    names = [name for name, _ in models]
+    for reserved in ("noisy", "clean"):
+        if reserved in names:
+            raise TreeError(f"model name {reserved!r} is reserved for the input and reference columns")
+    if len(set(names)) != len(names):
+        raise TreeError(f"model names must be unique, got {names}")
+    if not noisy_scoring.is_dir():
+        raise TreeError(f"--noisy_scoring {noisy_scoring}: no such folder (run the scoring stage first)")
+    columns = [_column("noisy", data_dir / "wav.scp", noisy_scoring), _column("clean", data_dir / "spk1.scp")]
+    for name, exp_dir in models:
+        exp = load_experiment(name, exp_dir)
+        columns.append(_column(name, exp.enhanced_scp(test_set), exp.scoring_dir(test_set), exp))
+    return columns
 
 
 def build_report(
@@ -234,12 +261,13 @@ def build_report(
     utts: Sequence[str] = (),
     rank_metric: str = "PESQ_WB",
     show_metrics: Sequence[str] = ("PESQ_WB", "STOI", "SI_SDR"),
+    ablation_root: Optional[Path] = None,
 ) -> Path:
     """Write ``output_dir/index.html`` and its assets; return the page's path.
 
     Args:
         output_dir: folder of the page (``exp/report``); its ``assets/`` is rewritten.
-        results_md: RESULTS.md, whose tables head the page.
+        results_md: RESULTS.md, whose tables are folded at the end of the page.
         test_set: name of the test set (``<exp>/enhanced_<test_set>``).
         data_dir: formatted data dir of the test set (``wav.scp`` noisy, ``spk1.scp`` clean).
         noisy_scoring: scoring folder of the noisy input.
@@ -249,35 +277,40 @@ def build_report(
         utts: utterance ids shown besides the ranked ones.
         rank_metric: per-utterance metric of the choice rule (see :mod:`dispatch.report.choose`).
         show_metrics: per-utterance scores printed under each player (those that were scored).
+        ablation_root: folder of the ablation grids (``exp/ablation``); each grid with a student trained
+            alone and scores of ``test_set`` gets a picture of its paired differences after the players.
 
     Raises:
-        ReportInputError: naming the option, file or utterance that is missing or malformed.
+        TreeError: naming the option, file or utterance that is missing or malformed.
     """
-    systems = collect_systems(data_dir, noisy_scoring, models, test_set)
-    by_name = {s.name: s for s in systems}
+    columns = _columns(data_dir, noisy_scoring, models, test_set)
+    by_name = {c.name: c for c in columns}
+    exps = [c.experiment for c in columns if c.experiment is not None]
     for option, name in (("--baseline", baseline), ("--teacher", teacher)):
-        if name and (name not in by_name or by_name[name].exp_dir is None):
-            raise ReportInputError(f"{option} {name}: not one of the models ({', '.join(n for n, _ in models)})")
-    chosen, rule = _choose(systems, baseline, utts, rank_metric)
+        if name and (name not in by_name or by_name[name].experiment is None):
+            raise TreeError(f"{option} {name}: not one of the models ({', '.join(n for n, _ in models)})")
+    reference = by_name[baseline or "noisy"]
+    chosen, rule = choose_for_set(exps, test_set, reference.name, reference.scores(rank_metric),
+                                  by_name["noisy"].audio.keys(), utts, rank_metric)
     if not chosen:
-        raise ReportInputError(f"no utterance to show: no {rank_metric} scores to rank and no --utts")
+        raise TreeError(f"no utterance to show: no {rank_metric} scores to rank and no --utts")
     logging.info(f"utterances: {', '.join(chosen)} ({rule})")
     # Formatted test sets have one sampling rate; audio at another one is resampled for the images.
     fs = probe(by_name["noisy"].audio_path(next(iter(chosen)))).samplerate
-    masks = _selection_losses(systems, fs)
+    masks = {e.name: loss for e in exps if (loss := e.selection_loss(fs)) is not None}
     if masks and not teacher:
-        raise ReportInputError("--teacher is needed for the selection masks of the KD students")
+        raise TreeError("--teacher is needed for the selection masks of the KD students")
 
     metrics = list(dict.fromkeys([rank_metric, *show_metrics]))
-    curve_exps = {s.name: s.exp_dir for s in systems
-                  if s.exp_dir is not None and any((s.exp_dir / f).is_file() for f in TRAINING_STATS)}
+    curve_exps = {e.name: e.exp_dir for e in exps if any((e.exp_dir / f).is_file() for f in TRAINING_STATS)}
     options = {"version": __version__, "test_set": test_set, "models": [f"{n}={d}" for n, d in models],
                "baseline": baseline, "teacher": teacher, "chosen": chosen, "metrics": metrics}
     inputs = [results_md] + [e / f for e in curve_exps.values() for f in TRAINING_STATS]
-    for s in systems:
-        inputs += [s.audio_scp] + [s.audio_path(u) for u in chosen]
-        inputs += [s.scoring_dir / m for m in metrics] if s.scoring_dir else []
-        inputs += [s.exp_dir / "config.yaml"] if s.exp_dir else []
+    inputs += sorted(Path(ablation_root).glob(f"*/{PAIRED_DIFFERENCES}")) if ablation_root else []
+    for c in columns:
+        inputs += [c.audio_scp] + [c.audio_path(u) for u in chosen]
+        inputs += [c.scoring_dir / m for m in metrics] if c.scoring_dir else []
+        inputs += [c.experiment.config_path] if c.experiment else []
     fingerprint = _fingerprint(options, inputs)
     page, stamp = output_dir / PAGE, output_dir / INPUTS
     if page.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == fingerprint:
@@ -289,9 +322,9 @@ def build_report(
         old.unlink(missing_ok=True)
     shutil.rmtree(output_dir / ASSETS, ignore_errors=True)
 
-    scores = {s.name: {m: s.scores(m) or {} for m in metrics} if s.scoring_dir else {} for s in systems}
+    scores = {c.name: {m: c.scores(m) or {} for m in metrics} if c.scoring_dir else {} for c in columns}
     rows = [
-        _utterance_row(utt, reasons, output_dir / ASSETS / f"{i:02d}_{safe_name(utt)}", output_dir, systems, fs,
+        _utterance_row(utt, reasons, output_dir / ASSETS / f"{i:02d}_{safe_name(utt)}", output_dir, columns, fs,
                        scores, masks, teacher)
         for i, (utt, reasons) in enumerate(chosen.items(), 1)
     ]
@@ -303,12 +336,15 @@ def build_report(
             (save_band_selection_png(curve_exps, output_dir / ASSETS / "kd_selected.png"),
              "fraction of bins distilled per MSSP band, per KD student"),
         ]
+    grids = [(_relative(path, output_dir), caption) for path, caption in grid_pictures(
+        read_grid_differences(ablation_root) if ablation_root else [], test_set, output_dir / ASSETS)]
     html = render_page(
         test_set=test_set,
+        grids=grids,
         results=render_markdown(results_md, output_dir, output_dir / ASSETS / "results_md"),
         rule=rule,
         rows=rows,
-        columns=[s.name for s in systems],
+        columns=[c.name for c in columns],
         masks=list(masks),
         curves=[(_relative(path, output_dir), caption) for path, caption in curves],
         date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -317,6 +353,25 @@ def build_report(
     write_text_atomic(stamp, json.dumps({"fingerprint": fingerprint, "utterances": chosen, "rule": rule}, indent=2))
     logging.info(f"wrote {page}")
     return page
+
+
+def grid_pictures(grids: Sequence[dict], test_set: str, folder: Path) -> List[Tuple[Path, str]]:
+    """One picture per ablation grid scored on ``test_set``: the paired differences of its KD variants to
+    the student trained alone (:data:`GRID_METRICS`), with their intervals; (path, caption) each."""
+    pictures = []
+    for grid in grids:
+        per_metric = grid["sets"].get(test_set, {})
+        shown = {m: per_metric[m] for m in GRID_METRICS if per_metric.get(m)}
+        if not shown:
+            continue
+        level = f"{grid['level']:.0%}"
+        over = {"seed": "seeds (differences taken seed by seed)", "utterance": "utterances"}[grid["pairing"]]
+        path = save_paired_differences_png(shown, folder / f"ablation_{safe_name(grid['spec'])}.png", grid["reference"],
+                                           title=f"ablation {grid['spec']} on {test_set}")
+        pictures.append((path, f"ablation {grid['spec']}: each KD variant minus {grid['reference']} (the student "
+                               f"trained alone), mean over {over} with its {level} Student-t interval; a filled "
+                               "dot: the interval excludes zero"))
+    return pictures
 
 
 def _relative(path: Path, root: Path) -> str:

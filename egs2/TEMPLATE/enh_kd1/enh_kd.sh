@@ -129,22 +129,19 @@ fi
 
 data_feats=${dumpdir}/raw
 stats_dir=${expdir}/stats_${fs}
-# Experiment names come from the config file names (symlinks resolved): conf/tuning/train_enh_x.yaml -> x.
-conf_name() { basename "$(readlink -f "$1")" | sed -e 's/\.yaml$//' -e 's/^train_//' -e 's/^enh_//'; }
-teacher_tag=${teacher_tag:-teacher_$(conf_name "${teacher_config:-given}")}
-student_tag=${student_tag:-student_$(conf_name "${student_config}")}
-teacher_exp=${expdir}/${teacher_tag}  # shared by every student run, whatever its --tag_suffix
-student_exp=${expdir}/${student_tag}${tag_suffix}
-kd_exp() { echo "${expdir}/${student_tag}_$(conf_name "$1")${tag_suffix}"; }
-[ -n "${teacher_model}" ] && teacher_exp=${teacher_model}
-given_teacher_dir=${expdir}/teacher_given  # outputs of a teacher given as a zip or zoo name
-# Folder of a model's outputs (enhanced test sets, teacher cache): its experiment, or given_teacher_dir.
-out_dir() { if [ -d "$1" ]; then echo "$1"; else echo "${given_teacher_dir}"; fi; }
-
-# Models to enhance, score, pack: name=directory.
-models=("teacher=${teacher_exp}")
-[ "${skip_baseline}" = true ] || models+=("baseline=${student_exp}")
-for _conf in ${kd_configs}; do models+=("$(conf_name "${_conf}")=$(kd_exp "${_conf}")"); done
+# The experiment tree is named by dispatch.exptree (from the config file names, symlinks resolved:
+# conf/tuning/train_enh_x.yaml -> x); this sets teacher_tag, student_tag, teacher_exp (shared by every
+# student run, whatever its --tag_suffix; a given --teacher_model as given), teacher_outputs, student_exp,
+# noisy_dir, ablation_root, models (name=directory: the models to enhance, score, pack) and kd_exps
+# (one per --kd_configs).
+_tree=(--expdir "${expdir}" --student_config "${student_config}" --teacher_config "${teacher_config}"
+       --teacher_model "${teacher_model}" --teacher_tag "${teacher_tag}" --student_tag "${student_tag}"
+       --tag_suffix "${tag_suffix}" --kd_configs "${kd_configs}")
+[ "${skip_baseline}" = true ] && _tree+=(--skip_baseline)
+_layout=$(${python} -m dispatch.bin.exptree layout "${_tree[@]}") || { log "Error: cannot name the experiments"; exit 2; }
+eval "${_layout}"
+# Folder of a model's outputs (enhanced test sets, teacher cache): its experiment, or teacher_outputs.
+out_dir() { if [ "$1" = "${teacher_exp}" ]; then echo "${teacher_outputs}"; else echo "$1"; fi; }
 
 in_range() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 # Every data set the stages of this run read must exist before any work starts: one line naming it.
@@ -351,8 +348,9 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     else
         _teacher_opts=(--teacher_model "${teacher_exp}")
     fi
+    _i=0
     for kd_config in ${kd_configs}; do
-        _dir=$(kd_exp "${kd_config}")
+        _dir=${kd_exps[_i]}; _i=$((_i + 1))
         log "Stage 6: KD student training: ${student_config} + ${kd_config} -> ${_dir}"
         check_kd_teacher 6 "${_dir}"
         mkdir -p "${_dir}"
@@ -425,7 +423,7 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     }
     for dset in ${test_sets}; do
         log "Stage 8: scoring the unprocessed input of ${dset}"
-        score "${dset}" "${data_feats}/${dset}/wav.scp" "${expdir}/noisy/enhanced_${dset}/scoring"
+        score "${dset}" "${data_feats}/${dset}/wav.scp" "${noisy_dir}/enhanced_${dset}/scoring"
     done
     for entry in "${models[@]}"; do
         name=${entry%%=*}; dir=$(out_dir "${entry#*=}")
@@ -439,7 +437,7 @@ fi
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     log "Stage 9: results table and pictures -> ${results_md}, ${expdir}/results/images"
     check_enhanced 9  # every row comes from the models and test audio configured now ...
-    for entry in "noisy=${expdir}/noisy" "${models[@]}"; do  # ... and has its scores
+    for entry in "noisy=${noisy_dir}" "${models[@]}"; do  # ... and has its scores
         _dir=${entry#*=}; [ "${entry%%=*}" = noisy ] || _dir=$(out_dir "${_dir}")
         for dset in ${test_sets}; do
             _f=${_dir}/enhanced_${dset}/scoring/summary.json
@@ -448,7 +446,7 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     done
     if [ -z "${rank_metric}" ]; then  # PESQ_WB if it was scored, else the first metric scored
         rank_metric=$(${python} -c 'import json, sys; m = list(json.load(open(sys.argv[1]))["enhanced"]); print("PESQ_WB" if "PESQ_WB" in m else m[0])' \
-            "${expdir}/noisy/enhanced_${test_sets%% *}/scoring/summary.json")
+            "${noisy_dir}/enhanced_${test_sets%% *}/scoring/summary.json")
     fi
     _models=(); for entry in "${models[@]}"; do _models+=("${entry%%=*}=$(out_dir "${entry#*=}")"); done
     _baseline=baseline; [ "${skip_baseline}" = true ] && _baseline=""
@@ -456,16 +454,16 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
     _include=(); for _f in RESULTS_ablation_*.md; do [ -f "${_f}" ] && _include+=(--include "${_f}"); done
     # shellcheck disable=SC2086
     ${python} -m dispatch.bin.make_results --output "${results_md}" --test_sets "${test_sets}" \
-        --noisy "${expdir}/noisy" --baseline "${_baseline}" --command "${run_args}" \
+        --noisy "${noisy_dir}" --baseline "${_baseline}" --command "${run_args}" \
         --fs "${fs}" --data_dir "${data_feats}" --images_dir "${expdir}/results/images" \
         --report "${expdir}/report/index.html" --rank_metric "${rank_metric}" "${_include[@]}" ${results_args} "${_models[@]}"
     _set=${test_sets%% *}
     log "Stage 9: listening page -> ${expdir}/report/index.html (test set ${_set})"
     ${python} -m dispatch.bin.make_report --output_dir "${expdir}/report" --results_md "${results_md}" \
         --test_set "${_set}" --data_dir "${data_feats}/${_set}" \
-        --noisy_scoring "${expdir}/noisy/enhanced_${_set}/scoring" \
+        --noisy_scoring "${noisy_dir}/enhanced_${_set}/scoring" \
         --baseline "${_baseline}" --teacher teacher --utts "${report_utts}" --rank_metric "${rank_metric}" \
-        "${_models[@]}"
+        --ablation_root "${ablation_root}" "${_models[@]}"
 fi
 
 if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
@@ -486,7 +484,7 @@ if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
         _opts=(); [ -f "${results_md}" ] && _opts+=(--option "${results_md}")
         # The model card compares the model's test scores with the noisy input's, the teacher's and the baseline's.
         _opts+=(--name "${name}" --test_sets "${test_sets}" --command "${run_args}" --fs "${fs}"
-                --compare "noisy=${expdir}/noisy" --compare "teacher=$(out_dir "${teacher_exp}")")
+                --compare "noisy=${noisy_dir}" --compare "teacher=$(out_dir "${teacher_exp}")")
         [ "${skip_baseline}" = true ] || _opts+=(--compare "baseline=${student_exp}")
         ${python} -m dispatch.bin.pack_student --exp_dir "${dir}" --model_file "${inference_model}" \
             --outpath "${_zip}" "${_opts[@]}"

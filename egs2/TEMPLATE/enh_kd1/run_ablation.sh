@@ -54,15 +54,14 @@ spec=$1; shift
 . ./path.sh
 
 name=$(basename "${spec}" .yaml)
-confdir=${expdir}/ablation/${name}/conf
 output=${output:-RESULTS_ablation_${name}.md}
-# enh_kd.sh's own naming (conf/tuning/train_enh_x.yaml -> student_x); passed on explicitly below.
-student_tag=${student_tag:-student_$(basename "$(readlink -f "${student_config}")" .yaml | sed -e 's/^train_//' -e 's/^enh_//')}
+# enh_kd.sh's own naming (dispatch.exptree: conf/tuning/train_enh_x.yaml -> student_x); passed on explicitly below.
+student_tag=${student_tag:-$(${python} -m dispatch.bin.exptree name --student_config "${student_config}")}
 [ -n "${seeds}" ] || seeds=$(${python} -m dispatch.bin.ablation query "${spec}" seeds)
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     # Expanded on every run: cheap, and it refuses a spec changed under experiments already trained.
-    kd_configs=$(${python} -m dispatch.bin.ablation expand "${spec}" --outdir "${confdir}" | tr '\n' ' ')
+    kd_configs=$(${python} -m dispatch.bin.ablation expand "${spec}" --expdir "${expdir}" | tr '\n' ' ')
     skip_baseline=true
     [ -n "$(${python} -m dispatch.bin.ablation query "${spec}" baseline)" ] && skip_baseline=false
     teacher_opts=()
@@ -70,7 +69,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     for seed in ${seeds}; do
         log "Stage 1: seed ${seed}: variants ${kd_configs}(baseline: $([ "${skip_baseline}" = true ] && echo no || echo yes))"
         # run.sh's own options first (the mini recipe reads --ci before anything else); ours win over
-        # any repeated ones. The suffix matches dispatch.ablation.tag_suffix; espnet2's --seed seeds
+        # any repeated ones. The suffix is dispatch.exptree's name of a seed's runs; espnet2's --seed seeds
         # torch before the model is built (initialisation) and the batch order.
         ./run.sh "$@" \
             --stage 5 --stop_stage 8 \
@@ -78,7 +77,7 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
             --student_config "${student_config}" \
             --student_tag "${student_tag}" \
             --student_args "--seed ${seed} ${student_args}" \
-            --tag_suffix "_seed${seed}" \
+            --tag_suffix "$(${python} -m dispatch.bin.exptree seed_suffix "${seed}")" \
             --skip_baseline "${skip_baseline}" \
             --kd_configs "${kd_configs}" \
             "${teacher_opts[@]}"
@@ -87,14 +86,8 @@ fi
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "Stage 2: table of ${spec} over seeds ${seeds} -> ${output}"
-    extra=(--extra "noisy=${expdir}/noisy")
-    if [ -d "${teacher_model}" ]; then
-        extra+=(--extra "teacher=${teacher_model}")
-    elif [ -n "${teacher_model}" ]; then
-        extra+=(--extra "teacher=${expdir}/teacher_given")  # where enh_kd.sh enhances with a packed teacher
-    fi
     ${python} -m dispatch.bin.ablation table "${spec}" --output "${output}" --expdir "${expdir}" \
-        --student_tag "${student_tag}" --seeds "${seeds}" --pairing "${pairing}" "${extra[@]}"
+        --student_tag "${student_tag}" --seeds "${seeds}" --pairing "${pairing}" --teacher_model "${teacher_model}"
 fi
 
 log "Successfully finished. [elapsed=${SECONDS}s]"

@@ -1,0 +1,413 @@
+"""The experiment tree of a recipe: the one module that names its experiments and reads what they hold.
+
+Names (``enh_kd.sh`` and ``run_ablation.sh`` ask for them through ``python -m dispatch.bin.exptree``)::
+
+    <expdir>/teacher_<teacher config>                           the teacher trained in stage 4
+    <expdir>/student_<student config><tag_suffix>               the baseline student (stage 5)
+    <expdir>/student_<student config>_<kd config><tag_suffix>   a KD student (stage 6)
+    <expdir>/teacher_given                                      outputs of a teacher given as a zip or zoo name
+    <expdir>/noisy                                              scores of the unprocessed input
+    <expdir>/ablation/<spec>                                    an ablation grid (run_ablation.sh)
+
+A config's name is its file name (symlinks resolved) less ``.yaml`` and a leading ``train_``, then
+``enh_``: ``conf/tuning/train_enh_conv_tasnet.yaml`` -> ``conv_tasnet``. The runs of an ablation have
+the tag suffix ``_seed<N>``.
+
+What an experiment holds (stages 4-8)::
+
+    <exp>/config.yaml                          the model; kd_loss / kd_loss_conf of a KD student
+    <exp>/enhanced_<set>/spk1.scp              enhanced audio (stage 7)
+    <exp>/enhanced_<set>/scoring/summary.json  metric means (stage 8, dispatch.bin.enh_score)
+    <exp>/enhanced_<set>/scoring/<METRIC>      per-utterance scores, ``uttid value`` lines ("nan": none)
+    <exp>/checkpoint.pth or log/train.log      training statistics
+
+torch is imported only where a KD loss is built or a checkpoint read: the naming CLI runs at the start
+of every stage script.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from dispatch.data.datadir import DataDirError, read_scp
+from dispatch.fingerprint import audio_digest
+
+PathLike = Union[str, Path]
+Scores = Dict[str, float]  # utterance -> value of one metric
+
+CONFIG = "config.yaml"
+GIVEN_TEACHER = "teacher_given"
+NOISY = "noisy"
+ABLATIONS = "ablation"
+PAIRED_DIFFERENCES = "paired_differences.json"  # of an ablation grid, written by dispatch.bin.ablation table
+SEED_RUN = re.compile(r"_seed\d+$")  # the tag suffix of :func:`seed_suffix`
+# Column order of the tables; metrics not listed here follow in alphabetical order.
+METRIC_ORDER = ("PESQ_WB", "PESQ_NB", "STOI", "ESTOI", "SI_SDR", "SDR", "CSIG", "CBAK", "COVL",
+                "DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL")
+# kd_loss_conf options that choose *where* KD applies; the others define the distance it applies.
+SELECTION_OPTIONS = ("selection", "topk", "patch", "bands", "band_edges")
+# Lists whose fingerprints dispatch.bin.enh_score records in summary.json's config.
+SCORED_LISTS = ("inf_scp", "ref_scp", "noisy_scp")
+
+
+class TreeError(ValueError):
+    """A file, option or experiment of the tree is missing or malformed; the message names it."""
+
+
+# ------------------------------------------------------------------ names
+
+
+def config_name(config: PathLike) -> str:
+    """Experiment name part of a config file: ``conf/tuning/train_enh_x.yaml`` (symlinks resolved) -> ``x``."""
+    name = Path(os.path.realpath(config)).name
+    name = name[:-len(".yaml")] if name.endswith(".yaml") else name
+    for prefix in ("train_", "enh_"):
+        name = name[len(prefix):] if name.startswith(prefix) else name
+    return name
+
+
+def seed_suffix(seed: int) -> str:
+    """The tag suffix of one seed's runs of an ablation."""
+    return f"_seed{seed}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one run of ``enh_kd.sh`` puts its experiments.
+
+    Attributes:
+        expdir: the experiments folder.
+        teacher_tag, student_tag: names of the teacher and the baseline student.
+        tag_suffix: appended to every student name (the teacher is shared).
+        teacher_model: a given teacher (experiment dir, zip or zoo name); "" for the trained one.
+    """
+
+    expdir: Path
+    teacher_tag: str
+    student_tag: str
+    tag_suffix: str = ""
+    teacher_model: str = ""
+
+    @classmethod
+    def of(cls, expdir: PathLike, student_config: PathLike, teacher_config: Optional[PathLike] = None,
+           tag_suffix: str = "", teacher_tag: str = "", student_tag: str = "", teacher_model: str = "") -> "Layout":
+        """The layout named from the config files, unless ``teacher_tag`` / ``student_tag`` are given."""
+        return cls(Path(expdir), teacher_tag or f"teacher_{config_name(teacher_config or 'given')}",
+                   student_tag or f"student_{config_name(student_config)}", tag_suffix, teacher_model)
+
+    @property
+    def teacher_dir(self) -> str:
+        """The teacher: the given one as it was given, else its experiment folder."""
+        return self.teacher_model or str(self.expdir / self.teacher_tag)
+
+    def student_dir(self, kd: Optional[str] = None) -> Path:
+        """The baseline student (``kd`` None) or the student of the KD config named ``kd``."""
+        return self.expdir / (self.student_tag + (f"_{kd}" if kd else "") + self.tag_suffix)
+
+    def outputs_dir(self, model: str) -> Path:
+        """Where a model's enhanced test sets and teacher cache go: its experiment folder, or
+        ``<expdir>/teacher_given`` for a teacher given as a packed zip or model zoo name."""
+        return self.expdir / GIVEN_TEACHER if model == self.teacher_model and not Path(model).is_dir() else Path(model)
+
+    @property
+    def noisy_dir(self) -> Path:
+        return self.expdir / NOISY
+
+    @property
+    def ablation_root(self) -> Path:
+        """Folder of the ablation grids, ``<ablation_root>/<spec name>``."""
+        return self.expdir / ABLATIONS
+
+    def ablation_dir(self, spec: str) -> Path:
+        """An ablation grid's folder: ``conf/`` (its expanded KD configs) and its paired differences."""
+        return self.ablation_root / spec
+
+    def models(self, kd_configs: Sequence[PathLike], baseline: bool = True) -> Dict[str, str]:
+        """Row name -> model of a run: ``teacher``, ``baseline`` (unless skipped), one per KD config."""
+        models = {"teacher": self.teacher_dir}
+        if baseline:
+            models["baseline"] = str(self.student_dir())
+        models.update({config_name(c): str(self.student_dir(config_name(c))) for c in kd_configs})
+        return models
+
+
+# ------------------------------------------------------------------ reading
+
+
+def read_config(exp_dir: Path) -> Dict[str, Any]:
+    """``exp_dir/config.yaml``, or {} for a folder without one (e.g. the outputs of a packed teacher)."""
+    path = exp_dir / CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise TreeError(f"{path}: not valid yaml: {e}") from e
+
+
+def read_scores(path: Path) -> Scores:
+    """``uttid value`` lines of a score file -> {uttid: value} ("nan" for an utterance without score)."""
+    try:
+        entries = read_scp(path)
+    except (OSError, DataDirError) as e:
+        raise TreeError(f"score file {path}: {e}") from e
+    scores = {}
+    for utt, value in entries.items():
+        try:
+            scores[utt] = float(value)
+        except ValueError:
+            raise TreeError(f"score file {path}: utterance {utt}: {value!r} is not a number") from None
+    return scores
+
+
+def mean_score(scores: Scores) -> float:
+    """Mean over the utterances that have a score (NaN if none has)."""
+    values = [v for v in scores.values() if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def read_summary(scoring_dir: Path) -> Optional[Dict[str, dict]]:
+    """Metric -> {mean, std, count} of one scored set (dispatch.bin.enh_score's summary.json), or None."""
+    path = scoring_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("enhanced")
+    except json.JSONDecodeError as e:
+        raise TreeError(f"{path}: not valid JSON: {e}") from e
+
+
+def stale_scores(scoring_dir: Path) -> Optional[str]:
+    """Why the scores in ``scoring_dir`` no longer describe the audio they name, or None if they do.
+
+    enh_score records in summary.json the text hash of each list it scored and a hash of the size and
+    mtime of every audio file the list names; a list or an audio file changed since (stage 2 or 7 redone
+    without stage 8) makes the scores stale. A summary without these records (older, or written by
+    another tool) cannot be checked and is taken as it is.
+    """
+    try:
+        config = json.loads((scoring_dir / "summary.json").read_text(encoding="utf-8")).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    for key in SCORED_LISTS:
+        recorded = config.get(key)
+        if not isinstance(recorded, dict) or "audio_sha256" not in recorded:
+            continue
+        scp = Path(recorded["path"])
+        if not scp.is_file():
+            return f"{scp} (its --{key}) no longer exists"
+        if hashlib.sha1(scp.read_bytes()).hexdigest() != recorded.get("sha1"):
+            return f"{scp} (its --{key}) changed after scoring"
+        if audio_digest(scp) != recorded["audio_sha256"]:
+            return f"audio files listed in {scp} (its --{key}) changed after scoring"
+    return None
+
+
+def ordered_metrics(summaries: Sequence[Dict[str, Any]]) -> List[str]:
+    """The metrics of some summaries (or any mappings keyed by metric) in table order."""
+    found = {m for s in summaries for m in s}
+    return [m for m in METRIC_ORDER if m in found] + sorted(found - set(METRIC_ORDER))
+
+
+def compact_value(value: Any) -> str:
+    """An option value on one line (lists and mappings as JSON)."""
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One espnet2 enhancement experiment of the tree, under its row name.
+
+    Attributes:
+        name: row name (``teacher``, ``baseline``, ``kd_dispatch_l2``, ...).
+        exp_dir: experiment folder (for a teacher given packed: the folder of its outputs).
+        config: its ``config.yaml`` (empty for a folder without one).
+    """
+
+    name: str
+    exp_dir: Path
+    config: Dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def config_path(self) -> Path:
+        return self.exp_dir / CONFIG
+
+    # ---- the KD loss
+
+    @property
+    def kd_loss_name(self) -> Optional[str]:
+        return self.config.get("kd_loss")
+
+    def kd_options(self) -> Dict[str, Any]:
+        """``kd_loss_conf`` with the KD loss class defaults filled in, so that two configs compare."""
+        from dispatch.losses import KD_LOSSES
+
+        if self.kd_loss_name not in KD_LOSSES:
+            return {}
+        defaults: Dict[str, Any] = {}
+        for cls in reversed(KD_LOSSES[self.kd_loss_name].__mro__):  # subclass defaults win (DFKD: selection all)
+            init = cls.__dict__.get("__init__")
+            if init is not None:
+                defaults.update({p.name: p.default for p in inspect.signature(init).parameters.values()
+                                 if p.default is not inspect.Parameter.empty})
+        # Tuples in defaults vs lists in yaml: compare through JSON.
+        return json.loads(json.dumps({**defaults, **(self.config.get("kd_loss_conf") or {})}))
+
+    @property
+    def is_selective(self) -> bool:
+        """A KD loss that distils a selection of patches (DISPatch)."""
+        return self.kd_options().get("selection", "all") != "all"
+
+    @property
+    def is_plain_kd(self) -> bool:
+        """A patch-based KD loss that distils every bin (conventional KD with the same distance)."""
+        return self.kd_options().get("selection") == "all"
+
+    def distance_signature(self) -> str:
+        """KD loss and its options except the selection ones: equal for a DISPatch row and its plain KD."""
+        options = {k: v for k, v in self.kd_options().items() if k not in SELECTION_OPTIONS}
+        return json.dumps([self.kd_loss_name, options], sort_keys=True)
+
+    def kd_description(self) -> str:
+        """``kd_loss`` and its options as configured (defaults left out), and the loss weights."""
+        if not self.kd_loss_name:
+            return "-"
+        conf = ", ".join(f"{k}={compact_value(v)}" for k, v in (self.config.get("kd_loss_conf") or {}).items())
+        weights = f"kd_weight={self.config.get('kd_weight', 1.0)}, task_weight={self.config.get('task_weight', 1.0)}"
+        return f"{self.kd_loss_name}({conf}); {weights}"
+
+    def sample_rate(self, default: int) -> int:
+        """The sampling rate the config records, else ``default``."""
+        from dispatch.teacher import teacher_sample_rate
+
+        return teacher_sample_rate(self.config) or default
+
+    def selection_loss(self, fs: int):
+        """The KD loss as training built it (:func:`dispatch.kd_config.check_kd_options`, which
+        EnhancementKDTask calls), if it distils a selection of spectrogram patches; None otherwise
+        (no KD, si_snr KD, or conventional KD of every bin: no mask to show).
+
+        Args:
+            fs: sampling rate of a config that does not record one (band edges in Hz need it).
+        """
+        if not self.is_selective:
+            return None
+        from dispatch.kd_config import KDConfigError, check_kd_options
+        from dispatch.losses import DISPatchLoss
+
+        try:
+            loss = check_kd_options(self.config, self.sample_rate(fs))
+        except KDConfigError as e:
+            raise TreeError(f"{self.config_path}: {e}") from e
+        return loss if isinstance(loss, DISPatchLoss) else None
+
+    # ---- outputs and scores
+
+    def scoring_dir(self, dset: str) -> Path:
+        return self.exp_dir / f"enhanced_{dset}" / "scoring"
+
+    def enhanced_scp(self, dset: str) -> Path:
+        return self.exp_dir / f"enhanced_{dset}" / "spk1.scp"
+
+    def enhanced(self, dset: str) -> Dict[str, str]:
+        """Utterance -> enhanced audio of ``dset``."""
+        path = self.enhanced_scp(dset)
+        try:
+            return read_scp(path)
+        except FileNotFoundError:
+            raise TreeError(f"{self.name}: {path}: no such file (run the enhancement stage first)") from None
+        except DataDirError as e:
+            raise TreeError(f"{self.name}: {e}") from e
+
+    def summary(self, dset: str) -> Optional[Dict[str, dict]]:
+        """Metric means of ``dset`` once its scoring finished (summary.json marks completion), else None."""
+        return read_summary(self.scoring_dir(dset))
+
+    def scores(self, dset: str, metric: str) -> Optional[Scores]:
+        """Per-utterance ``metric`` of ``dset``, or None without that score file."""
+        path = self.scoring_dir(dset) / metric
+        return read_scores(path) if path.is_file() else None
+
+    def scored_sets(self) -> List[str]:
+        """Test sets whose scoring finished, sorted."""
+        return sorted(p.parent.parent.name[len("enhanced_"):] for p in self.exp_dir.glob("enhanced_*/scoring/summary.json"))
+
+    def training_log(self) -> Dict[str, Dict[str, List[float]]]:
+        """Per-epoch training statistics (:func:`dispatch.plots.read_training_log`)."""
+        from dispatch.plots import read_training_log
+
+        return read_training_log(self.exp_dir)
+
+
+def read_grid_differences(ablation_root: Path) -> List[Dict[str, Any]]:
+    """The paired differences to the student alone of every ablation grid under ``ablation_root``
+    (:func:`dispatch.ablation.baseline_differences`), sorted by spec name; [] when there is none."""
+    grids = []
+    for path in sorted(Path(ablation_root).glob(f"*/{PAIRED_DIFFERENCES}")):
+        try:
+            grids.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:
+            raise TreeError(f"{path}: cannot read it ({e}): rerun the ablation table (run_ablation.sh --stage 2)") from e
+    return grids
+
+
+def load_experiment(name: str, exp_dir: PathLike) -> Experiment:
+    return Experiment(name, Path(exp_dir), read_config(Path(exp_dir)))
+
+
+def model_arg(item: str) -> Tuple[str, Path]:
+    """argparse type of the ``name=experiment_dir`` arguments of make_results and make_report."""
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"'{item}' is not name=experiment_dir")
+    return name, Path(path)
+
+
+def scan_experiments(scan_dir: Path, known: Sequence[Experiment], test_sets: Sequence[str],
+                     baseline_dir: Optional[Path] = None) -> List[Experiment]:
+    """Scored experiments under ``scan_dir`` that are not in ``known``, sorted by name.
+
+    This keeps a KD variant trained by an earlier run (with other ``--kd_configs``) in the tables. An
+    experiment counts if it has a config.yaml and a summary.json for one of ``test_sets``. Its row name is
+    its folder name less the baseline's folder name and ``_`` in front (KD students are
+    ``<baseline>_<kd config>``). The runs of an ablation (``_seed<N>``) are left out: their seeds are
+    summarised in the ablation's own table.
+    """
+    seen = {e.exp_dir.resolve() for e in known}
+    names = {e.name for e in known}
+    prefix = f"{baseline_dir.name}_" if baseline_dir is not None else None
+    found = []
+    for d in sorted(p for p in scan_dir.iterdir() if p.is_dir()):
+        if d.resolve() in seen or not (d / CONFIG).is_file() or SEED_RUN.search(d.name):
+            continue
+        if not any(read_summary(d / f"enhanced_{s}" / "scoring") is not None for s in test_sets):
+            continue
+        name = d.name[len(prefix):] if prefix and d.name.startswith(prefix) else d.name
+        found.append(load_experiment(d.name if name in names else name, d))
+    return sorted(found, key=lambda e: e.name)
+
+
+def best_student(exps: Sequence[Experiment], dset: str, metric: str,
+                 exclude: Sequence[str] = ()) -> Optional[Experiment]:
+    """The KD student with the highest mean per-utterance ``metric`` on ``dset`` (the best experiment
+    when none was trained with KD); ties: the first. Experiments without that score file do not compete.
+    """
+    candidates = [e for e in exps if e.name not in exclude]
+    candidates = [e for e in candidates if e.kd_loss_name] or candidates
+    best, best_mean = None, -math.inf
+    for e in candidates:
+        scores = e.scores(dset, metric)
+        mean = mean_score(scores) if scores else math.nan
+        if mean > best_mean:
+            best, best_mean = e, mean
+    return best
