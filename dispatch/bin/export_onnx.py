@@ -89,10 +89,13 @@ def export_and_check(args: argparse.Namespace, name: str, model_path: str, outpu
                           "bytes": onnx_path.stat().st_size}
         record["errors"] = result.failed
     if record["onnx"] and audio:
-        session = ort_session(onnx_path, args.threads)
-        record["parity"] = asdict(parity(model, session, audio))
-        timed = dict(list(audio.items())[:args.rtf_utts])
-        record["speed"] = asdict(speed(model, session, timed, fs, args.repeats, args.threads))
+        try:  # an exported graph onnxruntime refuses or runs differently is recorded, and the next model goes on
+            session = ort_session(onnx_path, args.threads)
+            record["parity"] = asdict(parity(model, session, audio))
+            timed = dict(list(audio.items())[:args.rtf_utts])
+            record["speed"] = asdict(speed(model, session, timed, fs, args.repeats, args.threads))
+        except Exception as e:
+            record["errors"]["onnxruntime"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
     why = streaming_error(model)
     record["streaming"] = {"why_not": why} if why or not audio else asdict(
         streaming_report(model, audio, fs, args.block_ms, args.threads))
@@ -103,6 +106,8 @@ def failure(record: dict, goal: float) -> Optional[str]:
     """Why the record misses what --require asks, or None."""
     if record["onnx"] is None:
         return f"not exported: blocked by {record['blocked_by']}"
+    if "onnxruntime" in record["errors"]:
+        return f"exported, but onnxruntime failed: {record['errors']['onnxruntime']}"
     if record["parity"] and record["parity"]["si_sdr_min_db"] < goal:
         return f"parity {record['parity']['si_sdr_min_db']:.1f} dB < {goal:g} dB on {record['parity']['worst_utt']}"
     return None
