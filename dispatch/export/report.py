@@ -46,6 +46,8 @@ def table_row(name: str, record: dict) -> str:
     parity, speed, stream = record.get("parity") or {}, record.get("speed") or {}, record.get("streaming") or {}
     onnx = record.get("onnx") or {}
     exporter = f"{onnx['exporter']}, opset {onnx['opset']}" if onnx else f"not exported: {record.get('blocked_by')}"
+    if "onnxruntime" in (record.get("errors") or {}):
+        exporter += f"; onnxruntime failed: {record['errors']['onnxruntime']}"
     streaming = (f"{stream['latency_ms']:.2f} ms, RTF {stream['rtf_per_block']:.3f}, max diff {stream['max_abs_diff']:.1e}"
                  if "latency_ms" in stream else "-")
     return (f"| {name} | {exporter} | {_num(parity.get('si_sdr_min_db'), '.1f')} | {_num(parity.get('max_abs_diff'), '.1e')} "
