@@ -5,13 +5,15 @@ What is measured (``python -m dispatch.bin.benchmark`` writes it as a markdown t
 a) forward + backward of each KD loss on a batch of waveforms, against a plain magnitude-L2 KD and a
    re-implementation of the DISPatch reference code's selection (:class:`ReferenceStyleDISPatchL2`);
 b) a full training step (forward, backward, gradient clipping, optimizer step) of the Conv-TasNet student
-   alone, with the KD loss and cached teacher outputs, and with the teacher run online;
+   alone, with plain L2 KD and with DFKD + DISPatch + MSSP on cached teacher outputs, and with the
+   teacher run online; and of the mini recipe's student at its recipe's batch, alone and with each of the
+   recipe's KD configs on cached teacher outputs (:data:`STEP_SETUPS`);
 c) the share of the KD step taken by the KD loss, and the peak memory each step adds;
 d) the real-time factor of each model's inference on one CPU thread.
 
-Models are espnet2 models built from the VoiceBank+DEMAND recipe configs with random weights (speed
-does not depend on the weights), KD losses from the shared ``conf/kd`` yamls. Timings are medians over
-repeats after warm-up; the spread is the interquartile range over the median.
+Models are espnet2 models built from the recipe configs with random weights (speed does not depend on
+the weights), KD losses from the shared ``conf/kd`` yamls. Timings are medians over repeats after
+warm-up; the spread is the interquartile range over the median.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import resource
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -46,6 +48,12 @@ STUDENT_CONFIGS = {
     "DCCRN-CL small": MODEL_CONF / "train_enh_dccrn_cl_small.yaml",
 }
 STEP_STUDENT = "Conv-TasNet small"
+MINI_RECIPE = REPO_ROOT / "egs2" / "mini_flite" / "enh_kd1"
+MINI_STUDENT_CONFIG = MINI_RECIPE / "conf" / "train_student.yaml"
+MINI_KD_CONF = MINI_RECIPE / "conf" / "kd"
+# the mini recipe's default kd_configs (run.sh), each with what it is
+MINI_KD_CONFIGS = (("kd_l2.yaml", "plain L2"), ("kd_dispatch_l2.yaml", "L2 + DISPatch"),
+                   ("kd_dfkd_dispatch_mssp.yaml", "DFKD + DISPatch + MSSP"))
 STEP_KD_CONFIG = KD_CONF / "kd_dfkd_dispatch_mssp.yaml"  # the paper's best KD, run inside the KD step
 FS = 16000
 
@@ -117,21 +125,19 @@ def peak_memory(device: torch.device) -> Iterator[Dict[str, Optional[int]]]:
     result["peak_bytes"] = (_proc_status_kib("VmHWM") - start) * 1024
 
 
-def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int,
-            memory: bool = False) -> Timing:
-    """Median time of ``fn()`` over ``repeats`` runs after ``warmup`` runs, and optionally its peak memory."""
+def measure(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> Timing:
+    """Median time of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):
         fn()
     synchronize(device)
     times = []
-    with peak_memory(device) if memory else nullcontext({"peak_bytes": None}) as mem:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return Timing(statistics.median(times), quartiles[2] - quartiles[0], mem["peak_bytes"])
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    median, spread = _median_spread(times)
+    return Timing(median, spread * median)
 
 
 @contextmanager
@@ -396,18 +402,49 @@ def save_random_teacher(config: Path, exp_dir: Path) -> Path:
 class StepMode:
     key: str
     label: str
-    kd: bool = False
+    kd_config: Optional[Path] = None  # None: the student alone
     online: bool = False
     autocast: str = "none"
 
+    @property
+    def kd(self) -> bool:
+        return self.kd_config is not None
 
-STEP_MODES = (
-    StepMode("student", "student only (no KD)"),
-    StepMode("kd_cached", "KD, cached teacher outputs (`teacher_ref1` stream)", kd=True),
-    StepMode("kd_online", "KD, teacher run online", kd=True, online=True),
+
+@dataclass(frozen=True)
+class StepSetup:
+    """A student and the training steps measured for it; ``recipe_batch``: the batch size and chunk length
+    of the student config (the recipe's step) instead of the benchmark's ``--batch`` and ``--seconds``."""
+
+    key: str
+    name: str
+    title: str
+    student_config: Path
+    modes: Tuple[StepMode, ...]
+    recipe_batch: bool = False
+
+
+def _cached(config: Path, what: str) -> StepMode:
+    return StepMode(f"kd_{config.stem[3:]}", f"KD {what} (`{config.name}`), cached teacher outputs", config)
+
+
+STEP_SETUPS = (
+    StepSetup("conv_tasnet", STEP_STUDENT, f"{STEP_STUDENT} student (VoiceBank+DEMAND config)", STUDENT_CONFIGS[STEP_STUDENT], (
+        StepMode("student", "student only (no KD)"),
+        _cached(KD_CONF / "kd_l2.yaml", "plain L2"),
+        _cached(STEP_KD_CONFIG, "DFKD + DISPatch + MSSP"),
+        StepMode("kd_online", f"KD DFKD + DISPatch + MSSP, teacher (`{TEACHER_CONFIG.name}`) run online",
+                 STEP_KD_CONFIG, online=True),
+    )),
+    StepSetup("mini", "mini recipe", f"mini recipe student (`{MINI_STUDENT_CONFIG.relative_to(REPO_ROOT)}`), the recipe's batch",
+              MINI_STUDENT_CONFIG, (
+                  StepMode("student", "student only (no KD)"),
+                  *(_cached(MINI_KD_CONF / name, what) for name, what in MINI_KD_CONFIGS),
+              ), recipe_batch=True),
 )
-CUDA_STEP_MODES = (StepMode("kd_online_bf16", "KD, teacher online under bf16 autocast", kd=True, online=True,
-                            autocast="bf16"),)
+STEP_MODES = tuple(mode for setup in STEP_SETUPS for mode in setup.modes)
+CUDA_STEP_MODES = (StepMode("kd_online_bf16", "KD DFKD + DISPatch + MSSP, teacher online under bf16 autocast",
+                            STEP_KD_CONFIG, online=True, autocast="bf16"),)
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Dict[str, torch.Tensor],
@@ -420,32 +457,70 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batc
     optimizer.zero_grad(set_to_none=True)
 
 
-def bench_steps(device: torch.device, batch: int, samples: int, warmup: int, repeats: int,
-                modes: Sequence[StepMode]) -> Dict[str, Timing]:
-    """(b), (c): time and peak memory of one training step per mode, smallest expected memory first."""
-    from dispatch.task import EnhancementKDTask
+def step_size(setup: StepSetup, batch: int, samples: int) -> Tuple[int, int]:
+    """(utterances, samples) of one training step of ``setup``."""
+    if not setup.recipe_batch:
+        return batch, samples
+    conf = yaml.safe_load(setup.student_config.read_text())
+    return int(conf["batch_size"]), int(conf["chunk_length"])
 
-    kd_conf = yaml.safe_load(STEP_KD_CONFIG.read_text())
-    wav = waveforms(batch, samples, device)
+
+def bench_steps(device: torch.device, setup: StepSetup, batch: int, samples: int, warmup: int, repeats: int,
+                modes: Sequence[StepMode]) -> Dict[str, Timing]:
+    """(b), (c): time and peak memory of one training step of ``setup``'s student per mode.
+
+    Every mode first takes its ``warmup`` steps (one-time allocations and initialisation fall there, not
+    on the first mode measured). Peak memory: one more step of each mode alone. Time: ``repeats`` rounds
+    in which every mode takes one step (the order rotated), so that load from other processes falls on
+    all alike; ``Timing.ratios["student"]`` is the median of the per-round ratios to the student step.
+    """
+    wav = waveforms(*step_size(setup, batch, samples), device)
     # The chunk iterator's batches: equal-length chunks, no *_lengths.
     data = {"speech_mix": wav["noisy"], "speech_ref1": wav["clean"]}
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        teacher_dir = save_random_teacher(TEACHER_CONFIG, Path(tmp) / "teacher")
-        for mode in modes:
-            overrides = {}
-            if mode.kd:
-                overrides = dict(kd_loss=kd_conf["kd_loss"], kd_loss_conf=kd_conf["kd_loss_conf"],
-                                 kd_weight=kd_conf.get("kd_weight", 1.0), teacher_autocast=mode.autocast,
-                                 teacher_model=str(teacher_dir) if mode.online else None)
-            args = parse_config(STUDENT_CONFIGS[STEP_STUDENT], **overrides)
-            model = EnhancementKDTask.build_model(args).to(device).train()
-            optimizer = EnhancementKDTask.build_optimizers(args, model)[0]
-            step_data = dict(data, teacher_ref1=wav["teacher"]) if mode.kd and not mode.online else data
-            step = partial(training_step, model, optimizer, step_data, args.grad_clip)
-            results[mode.key] = measure(step, device, warmup, repeats, memory=True)
-            del model, optimizer, step  # free them before the next mode's peak is measured
+        teacher_dir = save_random_teacher(TEACHER_CONFIG, Path(tmp) / "teacher") if any(m.online for m in modes) else None
+        steps = {mode.key: _step(setup, mode, data, wav["teacher"], teacher_dir, device) for mode in modes}
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    peaks = {}
+    for key, step in steps.items():
+        with peak_memory(device) as mem:
+            step()
+            synchronize(device)
+        peaks[key] = mem["peak_bytes"]
+    times: Dict[str, List[float]] = {key: [] for key in steps}
+    keys = list(steps)
+    for r in range(repeats):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            start = time.perf_counter()
+            steps[key]()
+            synchronize(device)
+            times[key].append(time.perf_counter() - start)
+    results = {}
+    for key in keys:
+        median, spread = _median_spread(times[key])
+        ratio = _median_spread([a / b for a, b in zip(times[key], times["student"])])
+        results[key] = Timing(median, spread * median, peaks[key], ratios={"student": ratio})
     return results
+
+
+def _step(setup: StepSetup, mode: StepMode, data: Dict[str, torch.Tensor], teacher_wav: torch.Tensor,
+          teacher_dir: Optional[Path], device: torch.device) -> Callable[[], None]:
+    """One training step of ``setup``'s student in ``mode``, as a call."""
+    from dispatch.task import EnhancementKDTask
+
+    overrides = {}
+    if mode.kd:
+        kd_conf = yaml.safe_load(mode.kd_config.read_text())
+        overrides = dict(kd_loss=kd_conf["kd_loss"], kd_loss_conf=kd_conf.get("kd_loss_conf") or {},
+                         kd_weight=kd_conf.get("kd_weight", 1.0), teacher_autocast=mode.autocast,
+                         teacher_model=str(teacher_dir) if mode.online else None)
+    args = parse_config(setup.student_config, **overrides)
+    model = EnhancementKDTask.build_model(args).to(device).train()
+    optimizer = EnhancementKDTask.build_optimizers(args, model)[0]
+    step_data = dict(data, teacher_ref1=teacher_wav) if mode.kd and not mode.online else data
+    return partial(training_step, model, optimizer, step_data, args.grad_clip)
 
 
 # ------------------------------------------------------------------------------------------- inference
@@ -490,8 +565,8 @@ class Target:
         return f"**miss** by {self.value / self.limit:.2f}x"
 
 
-def targets(device: torch.device, losses: Dict[str, Timing], steps: Optional[Dict[str, Timing]], batch: int,
-            samples: int) -> List[Target]:
+def targets(device: torch.device, losses: Dict[str, Timing], steps: Optional[Dict[str, Dict[str, Timing]]],
+            batch: int, samples: int) -> List[Target]:
     """The issue's targets (#16), as ratios of timings of this run on ``device`` (interleaved loss ratios)."""
     def loss_why(key: str) -> Callable[[], str]:
         return lambda: f"time goes to {top_ops(key, device, batch, samples)}"
@@ -509,12 +584,29 @@ def targets(device: torch.device, losses: Dict[str, Timing], steps: Optional[Dic
                loss_why("dfkd_dispatch_mssp")),
     ]
     if steps:
-        s = {k: v.median for k, v in steps.items()}
-        extra = s["kd_cached"] - s["student"]
+        goals += step_targets(steps)
+    return goals
+
+
+def step_targets(steps: Dict[str, Dict[str, Timing]]) -> List[Target]:
+    """The training-step targets of #16: the mini recipe's KD step with cached teacher outputs (the paper's
+    best KD) against its student-only step, and the KD step's peak memory against plain L2 KD's."""
+    goals = []
+    dfkd, plain = _cached(STEP_KD_CONFIG, "").key, _cached(KD_CONF / "kd_l2.yaml", "").key
+    mini = steps.get("mini")
+    if mini:
+        extra = mini[dfkd].median - mini["student"].median
         goals.append(Target(
-            "KD step, cached teacher <= 1.25x student step", s["kd_cached"] / s["student"], 1.25,
-            lambda: f"the KD step costs {1e3 * extra:.1f} ms more than the student step; the KD loss's "
-                    f"forward + backward alone takes {1e3 * losses['dfkd_dispatch_mssp'].median:.1f} ms of it"))
+            "mini recipe: KD step (DFKD + DISPatch + MSSP, cached teacher) <= 1.25x student step",
+            mini[dfkd].ratios["student"][0], 1.25,
+            lambda: f"the KD step costs {1e3 * extra:.1f} ms more than the student step"))
+    for setup in STEP_SETUPS:
+        t = steps.get(setup.key)
+        if t and t[dfkd].peak_bytes is not None and t[plain].peak_bytes:
+            goals.append(Target(
+                f"{setup.name}: peak memory of the DFKD + DISPatch + MSSP KD step <= 1.10x plain L2 KD's",
+                t[dfkd].peak_bytes / t[plain].peak_bytes, 1.10,
+                lambda t=t: f"{fmt_mib(t[dfkd].peak_bytes)} against {fmt_mib(t[plain].peak_bytes)}"))
     return goals
 
 
@@ -545,8 +637,7 @@ def fmt_mib(n: Optional[int]) -> str:
 
 
 def device_section(device: torch.device, batch: int, seconds: float, losses: Dict[str, Timing],
-                   steps: Optional[Dict[str, Timing]], modes: Sequence[StepMode], goals: List[Target],
-                   rounds: str = "") -> List[str]:
+                   steps: Optional[Dict[str, Dict[str, Timing]]], goals: List[Target], rounds: str = "") -> List[str]:
     out = [f"## {device.type.upper()}", "",
            f"### a) KD losses, forward + backward, batch of {batch} x {seconds:g} s at {FS // 1000} kHz", "",
            "Measured interleaved (every loss once per round); the ratios are medians of per-round ratios, "
@@ -561,23 +652,45 @@ def device_section(device: torch.device, batch: int, seconds: float, losses: Dic
         out += ["", "### Targets", "", "| target | measured | limit | result |", "|---|---:|---:|---|"]
         out += [f"| {g.name} | {g.show(g.value)} | {g.show(g.limit)} | {g.verdict()} |" for g in goals]
         return out + [""]
-    student = steps["student"]
-    out += ["", f"### b, c) training step of the {STEP_STUDENT} student "
-                f"(KD: `{STEP_KD_CONFIG.name}`; teacher: `{TEACHER_CONFIG.name}`)", "",
-            "| step | median | spread | x student step | KD loss share | peak memory added | x student |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
-    loss_time = losses["dfkd_dispatch_mssp"].median
-    for mode in modes:
-        t = steps[mode.key]
-        share = f"{100 * loss_time / t.median:.1f}%" if mode.kd else "-"
-        mem_ratio = (f"{t.peak_bytes / student.peak_bytes:.2f}"
-                     if t.peak_bytes is not None and student.peak_bytes else "n/a")
-        out.append(f"| {mode.label} | {fmt_time(t.median)} | {100 * t.spread:.0f}% | "
-                   f"{t.median / student.median:.2f} | {share} | {fmt_mib(t.peak_bytes)} | {mem_ratio} |")
+    for setup in STEP_SETUPS:
+        out += step_table(setup, steps[setup.key], losses, batch, seconds, modes_for(setup, device))
     out += ["", "### Targets", "", "| target | measured | limit | result |", "|---|---:|---:|---|"]
     for goal in goals:
         out.append(f"| {goal.name} | {goal.show(goal.value)} | {goal.show(goal.limit)} | {goal.verdict()} |")
     return out + [""]
+
+
+# KD loss case timed in (a) for a KD config, for the "KD loss share" of a step at the benchmark's size
+LOSS_CASE_OF_CONFIG = {"kd_l2.yaml": "l2", "kd_dispatch_l2.yaml": "l2_dispatch",
+                       "kd_dfkd_dispatch_mssp.yaml": "dfkd_dispatch_mssp"}
+
+
+def step_table(setup: StepSetup, steps: Dict[str, Timing], losses: Dict[str, Timing], batch: int, seconds: float,
+               modes: Sequence[StepMode]) -> List[str]:
+    """Markdown rows of one setup's training steps."""
+    n, samples = step_size(setup, batch, int(seconds * FS))
+    student = steps["student"]
+    out = ["", f"### b, c) training step of the {setup.title}: batch of {n} x {samples / FS:g} s", "",
+           "Time: every step once per round; x student step = median of the per-round ratios (their spread "
+           "in brackets). Peak memory: each step alone.", "",
+           "| step | median | spread | x student step | KD loss share | peak memory added | x student |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for mode in modes:
+        t = steps[mode.key]
+        case = LOSS_CASE_OF_CONFIG.get(mode.kd_config.name) if mode.kd and not setup.recipe_batch else None
+        share = f"{100 * losses[case].median / t.median:.1f}%" if case else "-"
+        mem_ratio = (f"{t.peak_bytes / student.peak_bytes:.2f}"
+                     if t.peak_bytes is not None and student.peak_bytes else "n/a")
+        ratio, ratio_spread = t.ratios["student"]
+        out.append(f"| {mode.label} | {fmt_time(t.median)} | {100 * t.spread:.0f}% | "
+                   f"{ratio:.2f} ({100 * ratio_spread:.0f}%) | {share} | {fmt_mib(t.peak_bytes)} | {mem_ratio} |")
+    return out
+
+
+def modes_for(setup: StepSetup, device: torch.device) -> Tuple[StepMode, ...]:
+    """The steps measured for ``setup`` on ``device`` (on CUDA, the Conv-TasNet setup adds a bf16 teacher)."""
+    extra = CUDA_STEP_MODES if device.type == "cuda" and not setup.recipe_batch else ()
+    return setup.modes + extra
 
 
 def rtf_section(rtf: Dict[str, Tuple[float, Timing]], seconds: float) -> List[str]:
@@ -628,17 +741,19 @@ def run_benchmark(opts: BenchmarkOptions, log: Callable[[str], None] = print) ->
     body: List[str] = []
     goals_by_device: Dict[str, List[Target]] = {}
     for device in devices:
-        modes = STEP_MODES + (CUDA_STEP_MODES if device.type == "cuda" else ())
         log(f"{device}: KD losses")
         losses, rounds = bench_losses(device, opts.batch, samples, opts.warmup, opts.repeats, opts.max_spread,
                                       opts.retries, opts.max_switch_rate, log)
         steps = None
         if "steps" in opts.sections:
-            log(f"{device}: training steps")
-            steps = bench_steps(device, opts.batch, samples, opts.warmup, opts.repeats, modes)
+            steps = {}
+            for setup in STEP_SETUPS:
+                log(f"{device}: training steps of the {setup.title}")
+                steps[setup.key] = bench_steps(device, setup, opts.batch, samples, opts.warmup, opts.repeats,
+                                               modes_for(setup, device))
         goals = targets(device, losses, steps, opts.batch, samples)
         goals_by_device[device.type.upper()] = goals
-        body += device_section(device, opts.batch, opts.seconds, losses, steps, modes, goals,
+        body += device_section(device, opts.batch, opts.seconds, losses, steps, goals,
                                rounds.describe(opts.max_switch_rate))
     if "rtf" in opts.sections:
         log("cpu: inference real-time factor")
