@@ -7,7 +7,7 @@ Names (``enh_kd.sh`` and ``run_ablation.sh`` ask for them through ``python -m di
     <expdir>/student_<student config>_<kd config><tag_suffix>   a KD student (stage 6)
     <expdir>/teacher_given                                      outputs of a teacher given as a zip or zoo name
     <expdir>/noisy                                              scores of the unprocessed input
-    <expdir>/ablation/<spec>                                    an ablation grid (run_ablation.sh)
+    <expdir>/ablation/<spec>/conf, paired_differences.json      an ablation grid (run_ablation.sh)
 
 A config's name is its file name (symlinks resolved) less ``.yaml`` and a leading ``train_``, then
 ``enh_``: ``conf/tuning/train_enh_conv_tasnet.yaml`` -> ``conv_tasnet``. The runs of an ablation have
@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import yaml
 
 from dispatch.data.datadir import DataDirError, read_scp
@@ -44,6 +45,7 @@ from dispatch.fingerprint import audio_digest
 
 PathLike = Union[str, Path]
 Scores = Dict[str, float]  # utterance -> value of one metric
+TrainingLog = Dict[str, Dict[str, List[float]]]  # phase -> statistic -> value per epoch
 
 CONFIG = "config.yaml"
 GIVEN_TEACHER = "teacher_given"
@@ -51,6 +53,10 @@ NOISY = "noisy"
 ABLATIONS = "ablation"
 PAIRED_DIFFERENCES = "paired_differences.json"  # of an ablation grid, written by dispatch.bin.ablation table
 SEED_RUN = re.compile(r"_seed\d+$")  # the tag suffix of :func:`seed_suffix`
+# Where a training's statistics are, the checkpoint first (see :func:`read_training_log`).
+TRAINING_STATS = ("checkpoint.pth", "log/train.log")
+_EPOCH_LINE = re.compile(r"(\d+)epoch results: (.*)$")
+_PHASE = re.compile(r"\[(\w+)\] ([^\[]*)")
 # Column order of the tables; metrics not listed here follow in alphabetical order.
 METRIC_ORDER = ("PESQ_WB", "PESQ_NB", "STOI", "ESTOI", "SI_SDR", "SDR", "CSIG", "CBAK", "COVL",
                 "DNSMOS_SIG", "DNSMOS_BAK", "DNSMOS_OVRL")
@@ -342,11 +348,75 @@ class Experiment:
         """Test sets whose scoring finished, sorted."""
         return sorted(p.parent.parent.name[len("enhanced_"):] for p in self.exp_dir.glob("enhanced_*/scoring/summary.json"))
 
-    def training_log(self) -> Dict[str, Dict[str, List[float]]]:
-        """Per-epoch training statistics (:func:`dispatch.plots.read_training_log`)."""
-        from dispatch.plots import read_training_log
-
+    def training_log(self) -> TrainingLog:
+        """Per-epoch training statistics (:func:`read_training_log`)."""
         return read_training_log(self.exp_dir)
+
+    def training_stats(self) -> List[Path]:
+        """The files training statistics are read from that exist (none: not trained here)."""
+        return [self.exp_dir / name for name in TRAINING_STATS if (self.exp_dir / name).is_file()]
+
+
+def _numeric(value) -> Optional[float]:
+    """A logged statistic as float; None for what is not a number (durations, text)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.number)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _parse_train_log(path: Path) -> Dict[int, Dict[str, Dict[str, object]]]:
+    """espnet2's ``<N>epoch results: [train] k=v, ... [valid] k=v, ...`` lines -> epoch -> phase -> key -> value."""
+    stats: Dict[int, Dict[str, Dict[str, object]]] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _EPOCH_LINE.search(line)
+        if not match:
+            continue
+        phases = stats.setdefault(int(match.group(1)), {})
+        for phase, body in _PHASE.findall(match.group(2)):
+            items = (item.partition("=") for item in body.split(", "))
+            phases[phase] = {k.strip(): v.strip() for k, sep, v in items if sep}
+    return stats
+
+
+def read_training_log(exp_dir: PathLike) -> TrainingLog:
+    """Per-epoch statistics of an espnet2 training: phase (train, valid) -> key -> values of epochs 1..N.
+
+    The source is the reporter state in ``checkpoint.pth``: unlike ``log/train.log``, which the job
+    backend rewrites each time the training is resumed (a finished training rerun with ``--resume true``
+    leaves a log without a single epoch line), it holds every epoch at full precision. Without a
+    checkpoint the ``<N>epoch results`` lines of ``log/train.log`` are read. Epochs missing from the
+    source are NaN, so that ``values[i]`` is always epoch ``i + 1``; keys that are not numbers (durations)
+    are left out.
+
+    Returns:
+        e.g. ``{"train": {"loss": [...], "kd_loss": [...], ...}, "valid": {...}}``; empty if nothing is logged.
+    """
+    checkpoint, log = (Path(exp_dir) / name for name in TRAINING_STATS)
+    if checkpoint.is_file():
+        import torch
+
+        # The reporter state holds numpy scalars and timedeltas: not loadable with weights_only=True.
+        stats = torch.load(checkpoint, map_location="cpu", weights_only=False)["reporter"]["stats"]
+    elif log.is_file():
+        stats = _parse_train_log(log)
+    else:
+        return {}
+    n_epochs = max(stats, default=0)
+    out: TrainingLog = {}
+    for epoch, phases in stats.items():
+        for phase, values in phases.items():
+            for key, value in values.items():
+                number = _numeric(value)
+                if number is not None:
+                    out.setdefault(phase, {}).setdefault(key, [math.nan] * n_epochs)[epoch - 1] = number
+    return out
 
 
 def read_grid_differences(ablation_root: Path) -> List[Dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -17,15 +17,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dispatch.data.atomic import atomic_path
+from dispatch.exptree import TrainingLog
 from dispatch.losses.dfkd import dfkd_crossover
 from dispatch.losses.dispatch_loss import DISPatchLoss
 
 PathLike = Union[str, Path]
-TrainingLog = Dict[str, Dict[str, List[float]]]
 
 DYNAMIC_RANGE_DB = 80.0  # spectrograms show this many dB below their maximum
-_EPOCH_LINE = re.compile(r"(\d+)epoch results: (.*)$")
-_PHASE = re.compile(r"\[(\w+)\] ([^\[]*)")
 _BAND_KEY = re.compile(r"kd_selected_band(\d+)$")
 
 
@@ -171,67 +169,6 @@ def save_selection_png(
     return _save(fig, path)
 
 
-def _numeric(value) -> Optional[float]:
-    """A logged statistic as float; None for what is not a number (durations, text)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float, np.number)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _parse_train_log(path: Path) -> Dict[int, Dict[str, Dict[str, object]]]:
-    """espnet2's ``<N>epoch results: [train] k=v, ... [valid] k=v, ...`` lines -> epoch -> phase -> key -> value."""
-    stats: Dict[int, Dict[str, Dict[str, object]]] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        match = _EPOCH_LINE.search(line)
-        if not match:
-            continue
-        phases = stats.setdefault(int(match.group(1)), {})
-        for phase, body in _PHASE.findall(match.group(2)):
-            items = (item.partition("=") for item in body.split(", "))
-            phases[phase] = {k.strip(): v.strip() for k, sep, v in items if sep}
-    return stats
-
-
-def read_training_log(exp_dir: PathLike) -> TrainingLog:
-    """Per-epoch statistics of an espnet2 training: phase (train, valid) -> key -> values of epochs 1..N.
-
-    The source is the reporter state in ``checkpoint.pth``: unlike ``log/train.log``, which the job
-    backend rewrites each time the training is resumed (a finished training rerun with ``--resume true``
-    leaves a log without a single epoch line), it holds every epoch at full precision. Without a
-    checkpoint the ``<N>epoch results`` lines of ``log/train.log`` are read. Epochs missing from the
-    source are NaN, so that ``values[i]`` is always epoch ``i + 1``; keys that are not numbers (durations)
-    are left out.
-
-    Returns:
-        e.g. ``{"train": {"loss": [...], "kd_loss": [...], ...}, "valid": {...}}``; empty if nothing is logged.
-    """
-    exp_dir = Path(exp_dir)
-    checkpoint, log = exp_dir / "checkpoint.pth", exp_dir / "log" / "train.log"
-    if checkpoint.is_file():
-        # The reporter state holds numpy scalars and timedeltas: not loadable with weights_only=True.
-        stats = torch.load(checkpoint, map_location="cpu", weights_only=False)["reporter"]["stats"]
-    elif log.is_file():
-        stats = _parse_train_log(log)
-    else:
-        return {}
-    n_epochs = max(stats, default=0)
-    out: TrainingLog = {}
-    for epoch, phases in stats.items():
-        for phase, values in phases.items():
-            for key, value in values.items():
-                number = _numeric(value)
-                if number is not None:
-                    out.setdefault(phase, {}).setdefault(key, [math.nan] * n_epochs)[epoch - 1] = number
-    return out
-
-
 def selection_keys(log: TrainingLog, phase: str = "train") -> List[str]:
     """The selected-fraction statistics of a KD training, one per band: ``kd_selected_band<i>`` in band
     order, or ``kd_selected`` for a single band; empty without KD selection statistics."""
@@ -256,21 +193,20 @@ def _plot_phases(ax, log: TrainingLog, key: str, label: str, color) -> bool:
 
 
 def save_training_curves_png(
-    exps: Mapping[str, PathLike],
+    logs: Mapping[str, TrainingLog],
     path: PathLike,
     keys: Sequence[str] = ("task_loss", "kd_loss", "kd_selected"),
 ) -> Path:
     """One panel per statistic, one colour per experiment; train solid, valid dashed, over epochs.
 
     Args:
-        exps: experiment name -> espnet2 experiment dir (see :func:`read_training_log`).
+        logs: experiment name -> its training statistics (:meth:`dispatch.exptree.Experiment.training_log`).
         path: PNG file to write.
         keys: statistics to draw; an experiment that did not log one is left out of its panel.
 
     Returns:
         ``path``.
     """
-    logs = {name: read_training_log(d) for name, d in exps.items()}
     colors = {name: f"C{i % 10}" for i, name in enumerate(logs)}
     fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
@@ -285,7 +221,7 @@ def save_training_curves_png(
     return _save(fig, path)
 
 
-def save_band_selection_png(exps: Mapping[str, PathLike], path: PathLike) -> Path:
+def save_band_selection_png(logs: Mapping[str, TrainingLog], path: PathLike) -> Path:
     """Fraction of bins selected for KD per frequency band over epochs, one panel per KD experiment.
 
     Bands are MSSP's (``kd_selected_band<i>``, low to high); a single-band loss shows ``kd_selected``.
@@ -294,7 +230,7 @@ def save_band_selection_png(exps: Mapping[str, PathLike], path: PathLike) -> Pat
     Returns:
         ``path``.
     """
-    logs = {name: log for name, d in exps.items() if selection_keys(log := read_training_log(d))}
+    logs = {name: log for name, log in logs.items() if selection_keys(log)}
     fig = Figure(figsize=(5 * max(1, len(logs)), 4), layout="constrained")
     axes = fig.subplots(1, max(1, len(logs)), squeeze=False)[0]
     for ax, (name, log) in zip(axes, logs.items()):

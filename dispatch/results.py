@@ -24,6 +24,7 @@ import torch
 from dispatch.export.report import deployment_section
 from dispatch.exptree import (
     Experiment,
+    TrainingLog,
     TreeError,
     load_experiment,
     ordered_metrics,
@@ -199,40 +200,42 @@ def write_utterance_pictures(
     return SetPictures(rule, pictures)
 
 
-def write_training_pictures(exps: Sequence[Experiment], images_dir: Path) -> Dict[str, Path]:
+def write_training_pictures(logs: Dict[str, TrainingLog], images_dir: Path) -> Dict[str, Path]:
     """Training curves of every row with statistics, and the selected fraction per band of the KD rows.
+
+    Args:
+        logs: row name -> its training statistics (empty for a row not trained here).
 
     Returns:
         caption -> PNG (empty when no experiment has training statistics).
     """
-    logs = {e.name: e.training_log() for e in exps}
-    trained = {e.name: e.exp_dir for e in exps if logs[e.name]}
+    trained = {name: log for name, log in logs.items() if log}
     pictures = {}
     if trained:
         pictures["training curves"] = save_training_curves_png(
             trained, images_dir / "training_curves.png", keys=CURVE_KEYS)
-    selecting = {name: d for name, d in trained.items() if selection_keys(logs[name])}
+    selecting = {name: log for name, log in trained.items() if selection_keys(log)}
     if selecting:
         pictures["fraction of bins selected for KD per frequency band"] = save_band_selection_png(
             selecting, images_dir / "band_selection.png")
     return pictures
 
 
-def training_cost_table(exps: Sequence[Experiment]) -> List[str]:
+def training_cost_table(logs: Dict[str, TrainingLog]) -> List[str]:
     """Markdown table of the training cost of every row with a training log.
 
     espnet2 reports ``train_time`` as the mean seconds per step of an epoch and ``total_count`` as the
     steps so far; their product is the training time proper (no validation or data loading stalls).
     """
     lines = ["| model | epochs | steps | s/step | training min |", "|---|---:|---:|---:|---:|"]
-    for e in exps:
-        train = e.training_log().get("train", {})
+    for name, log in logs.items():
+        train = log.get("train", {})
         times, counts = train.get("train_time"), train.get("total_count")
         if not times or not counts:
             continue
         steps = [b - a for a, b in zip([0.0, *counts[:-1]], counts)]
         total = sum(t * n for t, n in zip(times, steps)) / 60
-        lines.append(f"| {e.name} | {len(times)} | {int(counts[-1])} | {sum(times) / len(times):.3f} | {total:.1f} |")
+        lines.append(f"| {name} | {len(times)} | {int(counts[-1])} | {sum(times) / len(times):.3f} | {total:.1f} |")
     return lines if len(lines) > 2 else []
 
 
@@ -379,8 +382,9 @@ def make_results(
             pictures = write_utterance_pictures(
                 exps, dset, Path(data_dir), Path(images_dir), teacher, reference, rank_metric, utts, fs)
             parts += _pictures_section(pictures, link_base)
-    cost = training_cost_table(exps)
-    training = write_training_pictures(exps, Path(images_dir)) if images_dir is not None else {}
+    logs = {e.name: e.training_log() for e in exps}
+    cost = training_cost_table(logs)
+    training = write_training_pictures(logs, Path(images_dir)) if images_dir is not None else {}
     if cost or training:
         parts += ["", "## Training", ""] + cost + ([""] if cost else [])
         parts += [f"![{caption}]({_link(path, link_base)})\n" for caption, path in training.items()]

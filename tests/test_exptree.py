@@ -14,6 +14,7 @@ from dispatch.exptree import (
     best_student,
     config_name,
     load_experiment,
+    read_grid_differences,
     scan_experiments,
     seed_suffix,
 )
@@ -125,6 +126,17 @@ def test_best_student_scan_and_config_errors(tmp_path):
     (tmp_path / "student" / "config.yaml").write_text("kd_loss: [unclosed\n")
     with pytest.raises(TreeError, match="student/config.yaml: not valid yaml"):
         load_experiment("baseline", tmp_path / "student")
+
+
+def test_grid_differences_are_read_by_spec_name_and_a_broken_file_is_named(tmp_path):
+    for name, text in (("method", '{"spec": "method"}'), ("a_grid", '{"spec": "a_grid"}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "paired_differences.json").write_text(text)
+    (tmp_path / "topk").mkdir()  # a grid without a student alone writes none
+    assert [g["spec"] for g in read_grid_differences(tmp_path)] == ["a_grid", "method"]
+    (tmp_path / "method" / "paired_differences.json").write_text("{unfinished")
+    with pytest.raises(TreeError, match="method/paired_differences.json: cannot read it"):
+        read_grid_differences(tmp_path)
 
 
 def test_the_stage_scripts_ask_the_tree_for_names():

@@ -7,9 +7,9 @@ import pytest
 import torch
 from matplotlib.image import imread
 
+from dispatch.exptree import read_training_log
 from dispatch.losses import DFKDLoss, DISPatchLoss, SISNRKDLoss
 from dispatch.plots import (
-    read_training_log,
     save_band_selection_png,
     save_selection_png,
     save_spectrogram_png,
@@ -173,7 +173,8 @@ def test_training_curves_and_band_selection_png(tmp_path):
                                                          for p, s in ph.items()} for e, ph in STATS.items()}),
         "baseline": write_log(tmp_path / "base", {1: {"train": {"loss": -1.0}, "valid": {"loss": -1.2}}}),
     }
-    assert_png(save_training_curves_png(exps, tmp_path / "img" / "curves.png"))
-    assert_png(save_training_curves_png(exps, tmp_path / "img" / "curves2.png", keys=("loss", "not_logged")))
-    band = assert_png(save_band_selection_png(exps, tmp_path / "img" / "bands.png"))
+    logs = {name: read_training_log(exp) for name, exp in exps.items()}
+    assert_png(save_training_curves_png(logs, tmp_path / "img" / "curves.png"))
+    assert_png(save_training_curves_png(logs, tmp_path / "img" / "curves2.png", keys=("loss", "not_logged")))
+    band = assert_png(save_band_selection_png(logs, tmp_path / "img" / "bands.png"))
     assert band.shape[1] > band.shape[0] * 2  # two panels side by side: the baseline has no selection

@@ -50,8 +50,6 @@ from dispatch.version import __version__
 PAGE = "index.html"
 ASSETS = "assets"
 INPUTS = "inputs.json"  # what the page was made from; a rerun with the same inputs does nothing
-# Where dispatch.plots.read_training_log finds the statistics of a training (the checkpoint first).
-TRAINING_STATS = ("checkpoint.pth", "log/train.log")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 GRID_METRICS = ("SI_SDR", "PESQ_WB")  # the paired differences an ablation grid's picture shows
 
@@ -302,10 +300,10 @@ def build_report(
         raise TreeError("--teacher is needed for the selection masks of the KD students")
 
     metrics = list(dict.fromkeys([rank_metric, *show_metrics]))
-    curve_exps = {e.name: e.exp_dir for e in exps if any((e.exp_dir / f).is_file() for f in TRAINING_STATS)}
+    trained = {e.name: e for e in exps if e.training_stats()}
     options = {"version": __version__, "test_set": test_set, "models": [f"{n}={d}" for n, d in models],
                "baseline": baseline, "teacher": teacher, "chosen": chosen, "metrics": metrics}
-    inputs = [results_md] + [e / f for e in curve_exps.values() for f in TRAINING_STATS]
+    inputs = [results_md] + [f for e in trained.values() for f in e.training_stats()]
     inputs += sorted(Path(ablation_root).glob(f"*/{PAIRED_DIFFERENCES}")) if ablation_root else []
     for c in columns:
         inputs += [c.audio_scp] + [c.audio_path(u) for u in chosen]
@@ -329,11 +327,12 @@ def build_report(
         for i, (utt, reasons) in enumerate(chosen.items(), 1)
     ]
     curves = []  # (path, caption)
-    if curve_exps:
+    if trained:
+        logs = {name: e.training_log() for name, e in trained.items()}
         curves = [
-            (save_training_curves_png(curve_exps, output_dir / ASSETS / "training_curves.png"),
+            (save_training_curves_png(logs, output_dir / ASSETS / "training_curves.png"),
              "task loss, KD loss and fraction of bins distilled; train solid, valid dashed"),
-            (save_band_selection_png(curve_exps, output_dir / ASSETS / "kd_selected.png"),
+            (save_band_selection_png(logs, output_dir / ASSETS / "kd_selected.png"),
              "fraction of bins distilled per MSSP band, per KD student"),
         ]
     grids = [(_relative(path, output_dir), caption) for path, caption in grid_pictures(
