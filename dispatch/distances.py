@@ -88,6 +88,8 @@ class _WeightedMagL2(torch.autograd.Function):
     def forward(ctx, mag: torch.Tensor, diff: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         dw = diff * weight
         ctx.save_for_backward(dw)
+        if dw.stride() != diff.stride():  # the two 1-D views must pair the same bins
+            return (diff * dw).sum()
         return torch.dot(flat_view(diff), flat_view(dw))
 
     @staticmethod

@@ -379,6 +379,9 @@ def test_hand_written_backwards_pass_gradcheck():
     cross = CrossoverLayout(torch.randint(0, 16, (2, 7), generator=g), [(3, 1), (5, 1)], 17, fv)
     for layout in (grid, cross):
         assert torch.autograd.gradcheck(layout.pool, (x,), fast_mode=True)
+    other_order = mask.contiguous()  # (batch, freq, time) contiguous, unlike the spectra: same value
+    value = weighted_mag_l2_sum(magnitude(z), magnitude(z) - target, other_order)
+    assert value.item() == pytest.approx(((magnitude(z) - target).pow(2) * mask).sum().item(), rel=1e-12)
     silent = z.detach().clone()
     silent[0, 3, 5] = 0  # |z| = 0: gradient 0 (as torch.abs), not NaN
     silent.requires_grad_()
