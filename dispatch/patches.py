@@ -436,7 +436,7 @@ class CrossoverLayout(_LazyIndex):
             edge = torch.arange(1, n_freq, device=self.crossover.device).unsqueeze(1)  # first high bin per crossover
             freqs = torch.arange(n_freq, device=edge.device)
             table = torch.where(freqs < edge, freqs // f_low, self.grid[0] + (freqs - edge) // f_high)
-            self._frame_index = table[self.crossover]
+            self._frame_index = table.index_select(0, self.crossover.flatten()).view(*self.crossover.shape, n_freq)
         return self._frame_index
 
     @property
