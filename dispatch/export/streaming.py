@@ -19,8 +19,8 @@ first receptive field; this module does not.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -158,7 +158,6 @@ class StreamingReport:
     utterances: int
     rtf_per_block: float  # median time of one block step / block duration
     threads: int = 1
-    notes: Dict[str, str] = field(default_factory=dict)
 
 
 def streaming_report(model: torch.nn.Module, audio: Dict[str, "torch.Tensor"], fs: int, block_ms: float = 10.0,
@@ -185,8 +184,3 @@ def streaming_report(model: torch.nn.Module, audio: Dict[str, "torch.Tensor"], f
     return StreamingReport(block, 1000 * block / fs, stream.latency_samples, 1000 * stream.latency_samples / fs,
                            worst, len(audio), times[len(times) // 2] / (block / fs), threads)
 
-
-def streaming_status(model: torch.nn.Module) -> Tuple[bool, str]:
-    """(streamable, why not) for the export record."""
-    why = streaming_error(model)
-    return not why, why
