@@ -144,6 +144,7 @@ def test_non_causal_models_are_refused_by_the_streaming_path(tmp_path):
         StreamingConvTasNet(model)
     stft_model = trained_model(MINI_STUDENT, tmp_path / "mini")
     assert "STFTEncoder" in streaming_error(stft_model)
+    assert "looks one frame ahead" in streaming_error(trained_model(tiny_dccrn(tmp_path), tmp_path / "dccrn"))
 
 
 def test_replace_section_keeps_the_other_sections():
@@ -245,3 +246,15 @@ def test_upload_carries_the_packed_card_and_the_onnx_export(tmp_path, monkeypatc
     files = uploaded["files"]
     assert files["README.md"].startswith("---\ntags:") and "# kd: card" in files["README.md"]
     assert files["onnx/model.onnx"] == "model.onnx" and files["onnx/export.json"] == "export.json"
+
+
+def test_espnet2_dccrn_looks_ahead_one_frame_per_decoder_layer(tmp_path):
+    """Why DCCRN-CL is not streamed: a change from frame t on changes its output from frame t - layers on."""
+    model = trained_model(tiny_dccrn(tmp_path), tmp_path / "exp")
+    x = torch.from_numpy(speech_like(1.0)).unsqueeze(0)
+    feats, flens = model.encoder(x, torch.tensor([x.shape[1]]))
+    changed = feats.clone()
+    changed[:, 200:] += 0.1
+    out = [model.separator(f, flens, {})[0][0] for f in (feats, changed)]
+    first = int((out[0] - out[1]).abs().amax(dim=-1)[0].gt(1e-7).nonzero()[0])
+    assert 200 - first == len(model.separator.decoder) == 3

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from espnet2.enh.decoder.conv_decoder import ConvDecoder
 from espnet2.enh.encoder.conv_encoder import ConvEncoder
 from espnet2.enh.layers.tcn import Chomp1d, GlobalLayerNorm
+from espnet2.enh.separator.dccrn_separator import DCCRNSeparator
 from espnet2.enh.separator.tcn_separator import TCNSeparator
 
 from dispatch.benchmark import num_threads
@@ -41,6 +42,9 @@ class NotStreamableError(ValueError):
 
 def streaming_error(model: torch.nn.Module) -> str:
     """Why ``model`` cannot be streamed exactly by :class:`StreamingConvTasNet`, or '' if it can."""
+    if isinstance(model.separator, DCCRNSeparator):
+        return (f"separator dccrn: each of its {len(model.separator.decoder)} decoder layers (ComplexConvTranspose2d, "
+                "time kernel 2, first output frame dropped) looks one frame ahead: not causal, not streamed")
     if not isinstance(model.encoder, ConvEncoder) or not isinstance(model.decoder, ConvDecoder):
         return (f"encoder {type(model.encoder).__name__} / decoder {type(model.decoder).__name__}: the streaming "
                 "path takes Conv-TasNet's conv encoder and decoder")
