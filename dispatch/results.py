@@ -171,12 +171,13 @@ def write_utterance_pictures(
     if teacher not in by_name:
         raise TreeError(f"--teacher {teacher}: no such row (rows: {', '.join(by_name)})")
     losses = {e.name: loss for e in exps if (loss := e.selection_loss(fs)) is not None}
-    if not losses or reference is None:
+    if not losses:
         return SetPictures("", [])
     wav_scp, clean_scp = data_dir / dset / "wav.scp", data_dir / dset / "spk1.scp"
     noisy, clean = read_scp(str(wav_scp)), read_scp(str(clean_scp))
     fixed = [u for u in utts if u in noisy]  # with several test sets, each id belongs to one
-    chosen, rule = choose_for_set(exps, dset, reference.name, reference.scores(dset, rank_metric), noisy.keys(),
+    chosen, rule = choose_for_set(exps, dset, reference.name if reference else "a reference",
+                                  reference.scores(dset, rank_metric) if reference else None, noisy.keys(),
                                   fixed, rank_metric)
     outputs = {name: by_name[name].enhanced(dset) for name in [teacher, *losses]}
     pictures = []
