@@ -35,6 +35,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from dispatch.data.atomic import write_text_atomic
+
 VERSION = 1
 STAMP = ".inputs.json"  # the usual stamp name of a stage output folder
 Record = Dict[str, dict]
@@ -184,12 +186,8 @@ def check(stamp: os.PathLike | str, record: Record) -> Optional[str]:
 
 
 def write(stamp: os.PathLike | str, record: Record) -> None:
-    """Record the inputs in ``stamp`` (written to a temporary name, then renamed)."""
-    stamp = Path(stamp)
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": VERSION, "inputs": record}, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, stamp)
+    """Record the inputs in ``stamp`` (atomically)."""
+    write_text_atomic(stamp, json.dumps({"version": VERSION, "inputs": record}, indent=1) + "\n")
 
 
 def _pair(text: str) -> Tuple[str, str]:
