@@ -19,6 +19,7 @@ from dispatch.export.dft import ConvISTFT, ConvSTFT
 from dispatch.export.exporter import ExportError, blocking_operator, export_onnx
 from dispatch.export.model import ExportableEnhancer
 from dispatch.export.report import HEADING, replace_section
+from dispatch.export.report import main as report_main
 from dispatch.export.streaming import NotStreamableError, StreamingConvTasNet, streaming_error
 from dispatch.teacher import build_teacher, teacher_enhance
 
@@ -168,7 +169,7 @@ def test_cli_exports_checks_streams_and_writes_the_table(tmp_path):
     assert record["streaming"]["max_abs_diff"] < 1e-5 and record["streaming"]["latency_ms"] == pytest.approx(1.25)
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\n## test\n\nrows\n")
-    assert export_cli.main(["--results_md", str(results), f"kd={exp}"]) == 0
+    assert report_main([str(results), f"kd={exp}"]) == 0
     table = results.read_text()
     assert "## Deployment" in table and "| kd | torchscript, opset 17 |" in table and "rows" in table
 

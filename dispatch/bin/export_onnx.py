@@ -11,8 +11,8 @@ and opset, onnxruntime vs PyTorch parity on the test utterances (worst SI-SDR an
 difference), the real-time factors of both on one CPU thread, and for a causal Conv-TasNet the streaming check
 (block-by-block output against the offline output, algorithmic latency, per-block real-time factor). A model
 that cannot be exported gets a record naming the operator that blocked it; the exit status is then 0 unless
-``--require true`` (also required: parity at least ``--min_parity_db``).
-``--results_md RESULTS.md name=<output_dir> ...`` only writes the Deployment table of the records.
+``--require true`` (also required: parity at least ``--min_parity_db``). ``python -m dispatch.export.report``
+writes the Deployment table of the records into RESULTS.md.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from espnet2.utils.types import str2bool
 from dispatch.export.check import ort_session, parity, read_test_audio, speed
 from dispatch.export.exporter import EXPORTERS, MIN_OPSET, ExportError, export_onnx
 from dispatch.export.model import ExportableEnhancer, NotExportableError
-from dispatch.export.report import update_results_md, write_record
+from dispatch.export.report import write_record
 from dispatch.export.streaming import streaming_error, streaming_report
 from dispatch.results import machine_description
 from dispatch.teacher import TeacherError, build_teacher, resolve_teacher, teacher_sample_rate
@@ -57,8 +57,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--require", type=str2bool, default=False,
                    help="exit non-zero when the model cannot be exported or misses the parity goal")
     p.add_argument("--command", default="", help="the recipe command, recorded")
-    p.add_argument("--results_md", type=Path, default=None, help="only write the Deployment table of these rows")
-    p.add_argument("rows", nargs="*", help="with --results_md: name=<output_dir> in table order")
     return p
 
 
@@ -117,13 +115,6 @@ def main(cmd: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     parser = get_parser()
     args = parser.parse_args(cmd)
-    if args.results_md is not None:
-        rows = [tuple(r.split("=", 1)) for r in args.rows]
-        bad = [r for r in args.rows if "=" not in r]
-        if bad:
-            parser.error(f"rows must be name=<output_dir>: {', '.join(bad)}")
-        update_results_md(args.results_md, [(name, Path(d)) for name, d in rows])
-        return 0
     if not args.model or not len(args.name) == len(args.model) == len(args.output_dir):
         parser.error("give --name, --model and --output_dir once per model "
                      f"(got {len(args.name)}, {len(args.model)}, {len(args.output_dir)})")

@@ -1,12 +1,17 @@
 """The export record (``<out>/onnx/export.json``) and its markdown: the Deployment table of RESULTS.md.
 
 One record per model, written atomically by ``dispatch.bin.export_onnx``; the results stage and the
-export stage both render the same table from the records (:func:`deployment_section`).
+export stage both render the same table from the records (:func:`deployment_section`). The export stage
+writes it into RESULTS.md with (no torch import, so it is quick)::
+
+    python -m dispatch.export.report RESULTS.md teacher=exp/teacher_given baseline=exp/student_x ...
 """
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -88,3 +93,19 @@ def update_results_md(results_md: Path, rows: Sequence[Tuple[str, Path]]) -> Non
     """Write the Deployment section of the rows' export records into ``results_md`` (atomically)."""
     text = Path(results_md).read_text(encoding="utf-8") if Path(results_md).is_file() else ""
     write_text_atomic(results_md, replace_section(text, deployment_section(rows)))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the Deployment table of export records into RESULTS.md.")
+    parser.add_argument("results_md", type=Path)
+    parser.add_argument("rows", nargs="+", help="name=<outputs folder> (holding onnx/export.json), in table order")
+    args = parser.parse_args(argv)
+    bad = [r for r in args.rows if "=" not in r]
+    if bad:
+        parser.error(f"rows must be name=<outputs folder>: {', '.join(bad)}")
+    update_results_md(args.results_md, [(name, Path(d)) for name, d in (r.split("=", 1) for r in args.rows)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -529,7 +529,7 @@ if [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     fi
     if [ -f "${results_md}" ]; then
         log "Stage 12: Deployment table -> ${results_md}"
-        ${python} -m dispatch.bin.export_onnx --results_md "${results_md}" "${_rows[@]}"
+        ${python} -m dispatch.export.report "${results_md}" "${_rows[@]}"
     fi
 fi
 
