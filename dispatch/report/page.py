@@ -1,5 +1,6 @@
-"""The listening page: RESULTS.md's metric table, chosen test utterances (audio, spectrograms, DISPatch
-selection masks) and the training curves, as one static ``index.html`` with its files in ``assets/``.
+"""The listening page: chosen test utterances (audio, spectrograms, DISPatch selection masks), the paired
+differences of each ablation grid to the student alone, the training curves and RESULTS.md (folded), as
+one static ``index.html`` with its files in ``assets/``. The tree is read through :mod:`dispatch.exptree`.
 
 The page needs no server and no network: every link is relative and every file it shows is inside the
 output folder, so the folder can be moved, zipped or opened straight from the file system.
@@ -79,7 +80,7 @@ class Column:
     Attributes:
         name: column title (``noisy``, ``clean`` or the model's row name).
         audio_scp: ``uttid path`` list of its audio; ``audio``: that list read.
-            scoring_dir: folder of its per-utterance score files; None for the clean reference.
+        scoring_dir: folder of its per-utterance score files; None for the clean reference.
         experiment: the model; None for noisy and clean.
     """
 
@@ -101,13 +102,12 @@ class Column:
         return read_scores(path) if path and path.is_file() else None
 
 
-def _column(name: str, audio_scp: Path, scoring_dir: Optional[Path] = None,
-            experiment: Optional[Experiment] = None) -> Column:
+def _data_column(name: str, audio_scp: Path, scoring_dir: Optional[Path] = None) -> Column:
+    """The noisy input or the clean reference of the test set."""
     try:
-        return Column(name, audio_scp, read_scp(audio_scp), scoring_dir, experiment)
+        return Column(name, audio_scp, read_scp(audio_scp), scoring_dir)
     except FileNotFoundError:
-        hint = " (run the enhancement stage first)" if experiment else ""
-        raise TreeError(f"{name}: {audio_scp}: no such file{hint}") from None
+        raise TreeError(f"{name}: {audio_scp}: no such file") from None
     except DataDirError as e:
         raise TreeError(f"{name}: {e}") from e
 
@@ -240,10 +240,10 @@ def _columns(data_dir: Path, noisy_scoring: Path, models: Sequence[Tuple[str, Pa
         raise TreeError(f"model names must be unique, got {names}")
     if not noisy_scoring.is_dir():
         raise TreeError(f"--noisy_scoring {noisy_scoring}: no such folder (run the scoring stage first)")
-    columns = [_column("noisy", data_dir / "wav.scp", noisy_scoring), _column("clean", data_dir / "spk1.scp")]
+    columns = [_data_column("noisy", data_dir / "wav.scp", noisy_scoring), _data_column("clean", data_dir / "spk1.scp")]
     for name, exp_dir in models:
         exp = load_experiment(name, exp_dir)
-        columns.append(_column(name, exp.enhanced_scp(test_set), exp.scoring_dir(test_set), exp))
+        columns.append(Column(name, exp.enhanced_scp(test_set), exp.enhanced(test_set), exp.scoring_dir(test_set), exp))
     return columns
 
 
