@@ -20,7 +20,13 @@ from dispatch.export.exporter import ExportError, blocking_operator, export_onnx
 from dispatch.export.model import ExportableEnhancer
 from dispatch.export.report import HEADING, replace_section
 from dispatch.export.report import main as report_main
-from dispatch.export.streaming import NotStreamableError, StreamingConvTasNet, streaming_error
+from dispatch.export.streaming import (
+    NotStreamableError,
+    StreamingConvTasNet,
+    export_stream_onnx,
+    onnx_core,
+    streaming_error,
+)
 from dispatch.teacher import build_teacher, teacher_enhance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +142,10 @@ def test_streaming_equals_offline_on_a_causal_conv_tasnet(tmp_path):
         assert streamed.shape == offline.shape
         assert (streamed - offline).abs().max() < 1e-5, block
     assert stream.latency_samples == 20
+    core = onnx_core(ort_session(export_stream_onnx(stream, tmp_path / "stream.onnx")))
+    state = stream.initial_state(1)
+    pieces = [stream.step(x[:, i:i + 37], state, core) for i in range(0, x.shape[1], 37)]
+    assert (torch.cat(pieces + [stream.flush(state)], dim=1) - offline).abs().max() < 1e-5
 
 
 def test_non_causal_models_are_refused_by_the_streaming_path(tmp_path):
@@ -167,6 +177,7 @@ def test_cli_exports_checks_streams_and_writes_the_table(tmp_path):
     assert record["parity"]["utterances"] == 2 and record["parity"]["si_sdr_min_db"] >= 60
     assert record["speed"]["threads"] == 1 and record["speed"]["rtf_onnx"] > 0 and record["speed"]["rtf_torch"] > 0
     assert record["streaming"]["max_abs_diff"] < 1e-5 and record["streaming"]["latency_ms"] == pytest.approx(1.25)
+    assert record["streaming"]["onnx_max_abs_diff"] < 1e-5 and (exp / "onnx" / "model.stream.onnx").is_file()
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\n## test\n\nrows\n")
     assert report_main([str(results), f"kd={exp}"]) == 0

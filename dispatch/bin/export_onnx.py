@@ -9,7 +9,8 @@ exported by one process. For each it writes ``<output_dir>/onnx/model.onnx`` (in
 -> output ``enhanced`` (batch, samples), dynamic length) and ``<output_dir>/onnx/export.json``: the exporter
 and opset, onnxruntime vs PyTorch parity on the test utterances (worst SI-SDR and largest absolute
 difference), the real-time factors of both on one CPU thread, and for a causal Conv-TasNet the streaming check
-(block-by-block output against the offline output, algorithmic latency, per-block real-time factor). A model
+(block-by-block output against the offline output, algorithmic latency, per-block real-time factor), in
+PyTorch and with ``model.stream.onnx``, the stream step as an ONNX graph with its state as inputs/outputs. A model
 that cannot be exported gets a record naming the operator that blocked it; the exit status is then 0 unless
 ``--require true`` (also required: parity at least ``--min_parity_db``). ``python -m dispatch.export.report``
 writes the Deployment table of the records into RESULTS.md.
@@ -95,8 +96,8 @@ def export_and_check(args: argparse.Namespace, name: str, model_path: str, outpu
         except Exception as e:
             record["errors"]["onnxruntime"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"
     why = streaming_error(model)
-    record["streaming"] = {"why_not": why} if why or not audio else asdict(
-        streaming_report(model, audio, fs, args.block_ms, args.threads))
+    record["streaming"] = {"why_not": why} if why or not audio else asdict(streaming_report(
+        model, audio, fs, args.block_ms, args.threads, Path(output_dir) / "onnx" / "model.stream.onnx"))
     return record
 
 

@@ -53,8 +53,12 @@ def table_row(name: str, record: dict) -> str:
     exporter = f"{onnx['exporter']}, opset {onnx['opset']}" if onnx else f"not exported: {record.get('blocked_by')}"
     if "onnxruntime" in (record.get("errors") or {}):
         exporter += f"; onnxruntime failed: {record['errors']['onnxruntime']}"
-    streaming = (f"{stream['latency_ms']:.2f} ms, RTF {stream['rtf_per_block']:.3f}, max diff {stream['max_abs_diff']:.1e}"
-                 if "latency_ms" in stream else "-")
+    streaming = "-"
+    if "latency_ms" in stream:
+        streaming = (f"{stream['latency_ms']:.2f} ms; {stream['block_ms']:g} ms blocks: RTF torch {stream['rtf_per_block']:.3f}"
+                     f" (max diff {stream['max_abs_diff']:.1e})")
+        if stream.get("onnx_rtf_per_block") is not None:
+            streaming += f", onnx {stream['onnx_rtf_per_block']:.3f} ({stream['onnx_max_abs_diff']:.1e})"
     return (f"| {name} | {exporter} | {_num(parity.get('si_sdr_min_db'), '.1f')} | {_num(parity.get('max_abs_diff'), '.1e')} "
             f"| {_num(speed.get('rtf_torch'), '.4f')} | {_num(speed.get('rtf_onnx'), '.4f')} | {streaming} |")
 
@@ -71,8 +75,9 @@ def deployment_section(rows: Sequence[Tuple[str, Path]]) -> List[str]:
              "(`intra_op_num_threads=1`). Parity: onnxruntime's output against PyTorch's (espnet2's forward) on "
              f"the test utterances, worst SI-SDR (goal >= {first.get('parity_goal_db', 60):g} dB) and largest absolute "
              "sample difference. RTF: processing time / audio duration over the utterances timed. Streaming: "
-             "algorithmic latency (window + lookahead), real-time factor of one block, largest difference from "
-             "the offline output (causal models only).", "",
+             "algorithmic latency (window + lookahead), then the real-time factor of one block step and the "
+             "largest difference from the offline output, in PyTorch and with the ONNX stream graph "
+             "(`onnx/model.stream.onnx`; causal models only).", "",
              "| model | exporter | parity SI-SDR (dB) | max abs diff | RTF torch | RTF onnx | streaming |",
              "|---|---|---:|---:|---:|---:|---|"]
     lines += [table_row(name, rec) for name, rec in records]
