@@ -27,6 +27,7 @@ from dispatch.export.streaming import (
     onnx_core,
     streaming_error,
 )
+from dispatch.fingerprint import file_digest
 from dispatch.teacher import build_teacher, teacher_enhance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +227,11 @@ def test_card_includes_the_export_record(tmp_path):
         "date": "d", "onnx": {"exporter": "torchscript", "opset": 17}, "parity": {"si_sdr_min_db": 120.0,
                                                                                "max_abs_diff": 1e-7},
         "speed": {"rtf_torch": 0.01, "rtf_onnx": 0.004}, "streaming": {"why_not": "STFT"}}))
-    card = model_card(CardInputs("baseline", exp, exp / "valid.loss.best.pth"), rtf=0.01)
+    weights = exp / "valid.loss.best.pth"
+    assert "describes other weights" in model_card(CardInputs("baseline", exp, weights), rtf=0.01)  # no stamp
+    (exp / "onnx" / ".inputs.json").write_text(json.dumps(
+        {"version": 1, "inputs": {"model": {"kind": "file", "path": str(weights), "sha256": file_digest(weights)}}}))
+    card = model_card(CardInputs("baseline", exp, weights), rtf=0.01)
     assert "| baseline | torchscript, opset 17 | 120.0 | 1.0e-07 | 0.0100 | 0.0040 | - |" in card
     assert "Trained without KD." in card
 

@@ -6,7 +6,8 @@ What a card says and where it is read from::
     the teacher it learned from          config.yaml's teacher_model, <exp>/.teacher.json (weights by sha256)
     parameters, MACs per second          the model built from config.yaml (dispatch.results.model_complexity)
     real-time factor (PyTorch, 1 thread) measured when the card is written (4 s of noise)
-    ONNX parity, RTF, streaming          <outputs>/onnx/export.json (stage 12), if it exists
+    ONNX parity, RTF, streaming          <outputs>/onnx/export.json (stage 12), if its stamp
+                                         (onnx/.inputs.json) names these weights
     test metrics + baseline, teacher     <outputs>/enhanced_<set>/scoring/summary.json of each row
     the training command                 <exp>/log/train.log's first line (espnet2's launcher writes it)
 """
@@ -21,7 +22,7 @@ import torch
 import yaml
 
 from dispatch.export.report import read_record, table_row
-from dispatch.fingerprint import read_stamp
+from dispatch.fingerprint import file_digest, read_stamp
 from dispatch.task import KD_CONFIG_KEYS
 
 CARD_RTF_SECONDS = 4.0
@@ -137,8 +138,13 @@ def model_card(inputs: CardInputs, rtf: Optional[float] = None) -> str:
              "## Architecture", "", *_yaml_block({k: config.get(k) for k in ARCH_KEYS + tuple(f"{k}_conf" for k in ARCH_KEYS)
                                                   if config.get(k) is not None}), "",
              *size, f"- sampling rate: {fs} Hz", "", "## Speed", "", *(speed or ["- not measured (see above)"])]
-    record = read_record(inputs.outputs.get(inputs.name, inputs.exp_dir))
-    if record is not None:
+    out_dir = Path(inputs.outputs.get(inputs.name, inputs.exp_dir))
+    record = read_record(out_dir)
+    exported = (read_stamp(out_dir / "onnx" / ".inputs.json") or {}).get("model", {}).get("sha256")
+    if record is not None and exported != file_digest(inputs.model_file):
+        lines += ["", f"(`{out_dir}/onnx/export.json` describes other weights than these: rerun stage 12 and repack"
+                  " for the ONNX figures)"]
+    elif record is not None:
         lines += ["", "ONNX export (stage 12, `<exp>/onnx/export.json`, "
                   f"{record.get('date')}):", "",
                   "| model | exporter | parity SI-SDR (dB) | max abs diff | RTF torch | RTF onnx | streaming |",
