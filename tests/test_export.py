@@ -246,8 +246,10 @@ def test_upload_carries_the_packed_card_and_the_onnx_export(tmp_path, monkeypatc
         z.writestr("README.md", "# kd: card\n\n## Architecture\n")
         z.writestr("exp/config.yaml", "encoder: conv\n")
     (tmp_path / "out" / "onnx").mkdir(parents=True)
-    for name in ("model.onnx", "export.json"):
-        (tmp_path / "out" / "onnx" / name).write_text(name)
+    (tmp_path / "out" / "onnx" / "model.onnx").write_text("model.onnx")
+    record = {"name": "kd", "date": "d", "onnx": {"exporter": "torchscript", "opset": 17},
+              "parity": {"si_sdr_min_db": 120.0, "max_abs_diff": 1e-7}, "speed": {"rtf_torch": 0.01, "rtf_onnx": 0.004}}
+    (tmp_path / "out" / "onnx" / "export.json").write_text(json.dumps(record))
     uploaded = {}
 
     class FakeApi:
@@ -262,7 +264,8 @@ def test_upload_carries_the_packed_card_and_the_onnx_export(tmp_path, monkeypatc
     assert upload_hf.main(["--zip", str(zip_path), "--repo", "u/kd", "--export_dir", str(tmp_path / "out")]) == 0
     files = uploaded["files"]
     assert files["README.md"].startswith("---\ntags:") and "# kd: card" in files["README.md"]
-    assert files["onnx/model.onnx"] == "model.onnx" and files["onnx/export.json"] == "export.json"
+    assert files["onnx/model.onnx"] == "model.onnx" and json.loads(files["onnx/export.json"]) == record
+    assert "| kd | torchscript, opset 17 | 120.0 |" in files["README.md"]  # the card was packed before stage 12
 
 
 def test_espnet2_dccrn_looks_ahead_one_frame_per_decoder_layer(tmp_path):

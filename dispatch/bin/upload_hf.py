@@ -17,6 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import List, Optional
 
+from dispatch.export.report import deployment_section, read_record
+
 
 def model_card(repo: str, results: Optional[Path], card: Optional[str] = None) -> str:
     """The repo's README.md: front matter, how to load it, then ``card`` (the packed model card) or the results."""
@@ -50,6 +52,9 @@ def main(cmd: Optional[List[str]] = None) -> int:
             z.extractall(tmp)
         packed_card = Path(tmp) / "README.md"
         card = packed_card.read_text(encoding="utf-8") if packed_card.is_file() else None
+        record = read_record(args.export_dir) if args.export_dir is not None else None
+        if card and record and "ONNX export (stage 12" not in card:  # packed before stage 12 ran
+            card += "\n" + "\n".join(deployment_section([(record.get("name") or args.repo, args.export_dir)]))
         packed_card.write_text(model_card(args.repo, args.results, card), encoding="utf-8")
         for name in ("model.onnx", "export.json"):
             if args.export_dir is not None and (args.export_dir / "onnx" / name).is_file():
