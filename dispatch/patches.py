@@ -62,6 +62,9 @@ class PatchLayout:
         """(batch, time) long slot of each frame's DC bin; ``num_slots`` where it does not count."""
         return self.index[:, 0, :]
 
+    def release(self) -> None:
+        """No scratch memory to free (see the fast layouts)."""
+
 
 def patch_sum(x: torch.Tensor, index: torch.Tensor, num_slots: int) -> torch.Tensor:
     """Sum bins into patches.
@@ -278,6 +281,10 @@ class _LazyIndex:
         """View slot values (batch, num_slots) as (batch, bands, slots_per_band)."""
         return x.view(x.shape[0], self.num_bands, self.slots_per_band)
 
+    def release(self) -> None:
+        """Free scratch memory of pooling: the loss calls it once everything is pooled (its backward spreads
+        onto bins, it does not pool), so the scratch is not held through the backward."""
+
     def dc_slots(self) -> torch.Tensor:
         """(batch, time) long slot of each frame's DC bin (band 0 starts at bin 0); ``num_slots`` past an
         utterance's end."""
@@ -425,6 +432,9 @@ class CrossoverLayout(_LazyIndex):
         csum = self._buffer.copy_(x.transpose(1, 2)).cumsum_(dim=-1)
         at_bounds = csum.gather(-1, self._last_bins) * self._after_start
         return self._group(at_bounds.view(batch, n_frames, 2, -1).diff(dim=-1)).to(x.dtype)
+
+    def release(self) -> None:
+        self._buffer = None
 
     @property
     def frame_index(self) -> torch.Tensor:

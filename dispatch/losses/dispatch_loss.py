@@ -322,6 +322,7 @@ class DISPatchLoss(torch.nn.Module):
             selected = self._select(score, valid, layout)
             weight = layout.by_band(layout.counts) * selected  # selected bins per slot
             norm = self._band_norm(weight)  # (bands,)
+        layout.release()
         loss = student.mag.new_zeros(())
         if cosine is not None:
             loss = loss + ((cosine * weight).sum(dim=(0, 2)) * self._w_cos.view(-1) * norm).sum()
