@@ -339,8 +339,9 @@ HOLD = """if [ -f hold ]; then  # run.pl jobs that stand for a long training
     utils/run.pl JOB=1:2 held.JOB.log 'echo $$ > held.JOB.pid; exec sleep 120'
 fi
 if [ -f escape ]; then  # a child that left the process group (it still has the lock's descriptor)
-    setsid sleep 120 > /dev/null 2>&1 &
-    echo $! > escaped.pid
+    # It writes its pid itself once it is a session leader: `echo $!` by the parent could come before the
+    # child's setsid(), and a kill of the group in between took the child too (seen under load).
+    setsid bash -c 'echo $$ > escaped.pid; exec sleep 120' > /dev/null 2>&1 &
     sleep 120
 fi"""
 
