@@ -34,10 +34,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is reported")
     parser.add_argument("--sections", nargs="+", default=["losses", "steps", "rtf"], choices=("losses", "steps", "rtf"),
                         help="what to measure: (a) KD losses (always), (b, c) training steps, (d) inference RTF")
-    parser.add_argument("--max-spread", type=float, default=0.2,
+    parser.add_argument("--max_spread", type=float, default=0.2,
                         help="loss ratios whose spread (IQR / median) exceeds this are measured again (loaded machine)")
-    parser.add_argument("--retries", type=int, default=2, help="extra sets of --repeats rounds at most, see --max-spread")
-    parser.add_argument("--max-switch-rate", type=float, default=10.0,
+    parser.add_argument("--retries", type=int, default=2, help="extra sets of --repeats rounds at most, see --max_spread")
+    parser.add_argument("--max_switch_rate", type=float, default=10.0,
                         help="a loss round during which the process was switched out for other processes more than "
                              "this many times per second is run again (a loaded machine)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARK.md", help="markdown file to write")
