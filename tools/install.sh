@@ -31,15 +31,14 @@ case "${espnet_version}" in
         venv=${VENV:-${tools_dir}/venv-espnet${espnet_version}}
         python=${PYTHON:-}
         if [ -z "${python}" ]; then
-            # python3.12 / 3.13 on PATH, else pyenv's (its shims only answer for a selected version).
+            # python3.12 / 3.13 on PATH, else pyenv's, found by its folders (pyenv's shims only answer for
+            # a selected version, and pyenv itself need not be on PATH).
             for v in 3.12 3.13; do
                 if command -v "python${v}" >/dev/null 2>&1 && "python${v}" -c "" 2>/dev/null; then
                     python=python${v}; break
                 fi
-                if command -v pyenv >/dev/null 2>&1; then
-                    pv=$(pyenv versions --bare 2>/dev/null | grep -E "^${v//./\\.}\\.[0-9]+$" | sort -V | tail -n 1)
-                    if [ -n "${pv}" ]; then python=$(pyenv root)/versions/${pv}/bin/python${v}; break; fi
-                fi
+                pv=$(ls -d "${PYENV_ROOT:-${HOME}/.pyenv}/versions/${v}".*/bin/"python${v}" 2>/dev/null | sort -V | tail -n 1)
+                if [ -n "${pv}" ]; then python=${pv}; break; fi
             done
         fi
         [ -n "${python}" ] || { echo "tools/install.sh: ESPNET_VERSION=202611 needs Python 3.12 or 3.13 (give PYTHON=/path/to/python3.12)" >&2; exit 1; }
