@@ -90,9 +90,10 @@ printf 'torch==%s\n%s\n' "${installed_torch}" "${setuptools_spec}" > "${constrai
 # 2. espnet and friends without their pins, then their runtime needs under the torch constraint.
 log "installing espnet (no deps) and its runtime requirements"
 "${pip[@]}" install -q -c "${constraints}" --no-deps "espnet==${espnet_version}" -r "${tools_dir}/requirements-nodeps.txt"
-"${pip[@]}" install -q -c "${constraints}" -r "${tools_dir}/requirements-espnet.txt"
-extra_requirements=${tools_dir}/requirements-espnet${espnet_version}.txt
-[ ! -f "${extra_requirements}" ] || "${pip[@]}" install -q -c "${constraints}" -r "${extra_requirements}"
+# One call for the shared list and the release's own pins (tools/requirements-espnet<version>.txt), so that
+# a rerun does not swap a pinned version back and forth.
+"${pip[@]}" install -q -c "${constraints}" -r "${tools_dir}/requirements-espnet.txt" \
+    -r "${tools_dir}/requirements-espnet${espnet_version}.txt"
 # torchaudio's Linux wheel is a CUDA build whose extension cannot load beside a CPU torch; espnet2's
 # enhancement code only needs its pure-Python resample, which works without the extension.
 if [ "${torch_variant}" = cpu ]; then
