@@ -23,7 +23,9 @@ from dispatch.export.report import main as report_main
 from dispatch.export.streaming import (
     NotStreamableError,
     StreamingConvTasNet,
+    StreamingDCCRN,
     export_stream_onnx,
+    make_stream,
     onnx_core,
     streaming_error,
 )
@@ -32,6 +34,7 @@ from dispatch.teacher import build_teacher, teacher_enhance
 
 ROOT = Path(__file__).resolve().parents[1]
 MINI_STUDENT = ROOT / "egs2" / "mini_flite" / "enh_kd1" / "conf" / "train_student.yaml"
+MINI_TEACHER = ROOT / "egs2" / "mini_flite" / "enh_kd1" / "conf" / "train_teacher.yaml"
 
 
 def tiny_conv_tasnet(tmp_path: Path, causal: bool, norm_type: str) -> Path:
@@ -45,12 +48,15 @@ def tiny_conv_tasnet(tmp_path: Path, causal: bool, norm_type: str) -> Path:
     return path
 
 
-def tiny_dccrn(tmp_path: Path) -> Path:
+def tiny_dccrn(tmp_path: Path, **changes) -> Path:
+    """A DCCRN-CL (complex LSTM) with 3 encoder/decoder layers on a 128-point STFT, window 100, hop 50;
+    ``changes`` of its separator_conf."""
     stft = {"n_fft": 128, "win_length": 100, "hop_length": 50}
+    separator_conf = {"num_spk": 1, "rnn_layer": 1, "rnn_units": 8, "masking_mode": "E", "use_clstm": True,
+                      "kernel_size": 5, "kernel_num": [4, 8, 8], **changes}
     conf = {"encoder": "stft", "encoder_conf": stft, "decoder": "stft", "decoder_conf": stft,
-            "separator": "dccrn", "separator_conf": {"num_spk": 1, "rnn_layer": 1, "rnn_units": 8, "masking_mode": "E",
-                                                     "use_clstm": True, "kernel_size": 5, "kernel_num": [4, 8, 8]}}
-    path = tmp_path / "dccrn.yaml"
+            "separator": "dccrn", "separator_conf": separator_conf}
+    path = tmp_path / ("dccrn" + "".join(f"_{k}_{v}" for k, v in sorted(changes.items())) + ".yaml")
     path.write_text(yaml.safe_dump(conf))
     return path
 
@@ -149,14 +155,68 @@ def test_streaming_equals_offline_on_a_causal_conv_tasnet(tmp_path):
     assert (torch.cat(pieces + [stream.flush(state)], dim=1) - offline).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("separator_conf", [{}, {"use_clstm": False, "rnn_layer": 2, "masking_mode": "C"}],
+                         ids=["dccrn_cl", "dccrn_lstm"])
+def test_streaming_equals_offline_on_a_dccrn(tmp_path, separator_conf):
+    model = trained_model(tiny_dccrn(tmp_path, **separator_conf), tmp_path / "exp")
+    assert streaming_error(model) == ""
+    stream = make_stream(model)
+    assert isinstance(stream, StreamingDCCRN)
+    for samples in (6437, 6400):  # the last frame's window past the end, and a length of whole hops
+        x = 3 * torch.from_numpy(speech_like(0.5))[:samples].unsqueeze(0)
+        offline = teacher_enhance(model, x, torch.tensor([x.shape[1]]))
+        for block in (1, 50, 37, 160):  # a sample, one hop, blocks not dividing the hop or the length
+            streamed = stream.run(x, block)
+            assert streamed.shape == offline.shape
+            # float32 round-off (the output's peak is about 0.02): differences of some 1e-8 were measured
+            assert (streamed - offline).abs().max() < 1e-6, (samples, block)
+
+
+def test_dccrn_stream_graph_in_onnxruntime_equals_offline(tmp_path):
+    model = trained_model(tiny_dccrn(tmp_path), tmp_path / "exp")
+    stream = make_stream(model)
+    core = onnx_core(ort_session(export_stream_onnx(stream, tmp_path / "stream.onnx")))
+    x = 3 * torch.from_numpy(speech_like(0.4, seed=4)).unsqueeze(0)
+    offline = teacher_enhance(model, x, torch.tensor([x.shape[1]]))
+    for block in (1, 37, 160):  # empty decoder buffers on the first call, one-frame calls, several frames
+        state = stream.initial_state(1)
+        pieces = [stream.step(x[:, i:i + block], state, core) for i in range(0, x.shape[1], block)]
+        assert (torch.cat(pieces + [stream.flush(state, core)], dim=1) - offline).abs().max() < 1e-6, block
+
+
+def emission_latency(stream, x: torch.Tensor) -> int:
+    """Fed one sample at a time, the most input samples received, counted from an output sample on, by the
+    time that output sample is returned: the measured algorithmic latency."""
+    state, worst, emitted = stream.initial_state(1), 0, 0
+    for i in range(x.shape[1]):
+        out = stream.step(x[:, i:i + 1], state)
+        if out.shape[1]:
+            worst, emitted = max(worst, i + 1 - emitted), emitted + out.shape[1]
+    return worst
+
+
+def test_stream_latency_is_window_plus_the_measured_lookahead(tmp_path):
+    dccrn = trained_model(tiny_dccrn(tmp_path), tmp_path / "dccrn")
+    stream = make_stream(dccrn)
+    assert stream.lookahead == separator_lookahead(dccrn) == 3
+    assert stream.latency_samples == 100 + 3 * 50  # window + lookahead frames * hop
+    x = torch.from_numpy(speech_like(0.1)).unsqueeze(0)
+    assert emission_latency(stream, x) == stream.latency_samples
+    conv_tasnet = make_stream(trained_model(tiny_conv_tasnet(tmp_path, True, "cLN"), tmp_path / "tasnet"))
+    assert emission_latency(conv_tasnet, x) == conv_tasnet.latency_samples == 20
+
+
 def test_non_causal_models_are_refused_by_the_streaming_path(tmp_path):
     model = trained_model(tiny_conv_tasnet(tmp_path, True, "gLN"), tmp_path / "exp")
     assert "gLN" in streaming_error(model)
     with pytest.raises(NotStreamableError, match="gLN"):
         StreamingConvTasNet(model)
     stft_model = trained_model(MINI_STUDENT, tmp_path / "mini")
-    assert "STFTEncoder" in streaming_error(stft_model)
-    assert "looks one frame ahead" in streaming_error(trained_model(tiny_dccrn(tmp_path), tmp_path / "dccrn"))
+    assert "STFTEncoder" in streaming_error(stft_model) and "gLN" in streaming_error(stft_model)
+    assert "bidirectional LSTM" in streaming_error(trained_model(MINI_TEACHER, tmp_path / "blstm"))
+    bidirectional = trained_model(tiny_dccrn(tmp_path, bidirectional=True), tmp_path / "dccrn")
+    with pytest.raises(NotStreamableError, match="DCCRNSeparator: its bidirectional LSTM"):
+        make_stream(bidirectional)
 
 
 def test_replace_section_keeps_the_other_sections():
@@ -184,6 +244,18 @@ def test_cli_exports_checks_streams_and_writes_the_table(tmp_path):
     assert report_main([str(results), f"kd={exp}"]) == 0
     table = results.read_text()
     assert "## Deployment" in table and "| kd | torchscript, opset 17 |" in table and "rows" in table
+
+
+def test_cli_streams_a_dccrn_cl(tmp_path):
+    exp = tmp_path / "student"
+    trained_model(tiny_dccrn(tmp_path), exp)
+    data = write_data_dir(tmp_path, "test", 2, seed=5, seconds=(0.5, 0.8))
+    assert export_cli.main(["--data_dir", str(data), "--rtf_utts", "1", "--repeats", "1", "--name", "dccrn",
+                            "--model", str(exp), "--output_dir", str(exp)]) == 0
+    stream = json.loads((exp / "onnx" / "export.json").read_text())["streaming"]
+    assert stream["max_abs_diff"] < 1e-6 and stream["onnx_max_abs_diff"] < 1e-6 and stream["rtf_per_block"] > 0
+    assert stream["latency_ms"] == pytest.approx(1000 * 250 / 16000)  # 100-sample window, 3 frames of 50
+    assert stream["window_ms"] == pytest.approx(6.25) and stream["lookahead_ms"] == pytest.approx(9.375)
 
 
 def fake_scores(out_dir: Path, dset: str, pesq: float) -> None:
@@ -268,13 +340,18 @@ def test_upload_carries_the_packed_card_and_the_onnx_export(tmp_path, monkeypatc
     assert "| kd | torchscript, opset 17 | 120.0 |" in files["README.md"]  # the card was packed before stage 12
 
 
-def test_espnet2_dccrn_looks_ahead_one_frame_per_decoder_layer(tmp_path):
-    """Why DCCRN-CL is not streamed: a change from frame t on changes its output from frame t - layers on."""
-    model = trained_model(tiny_dccrn(tmp_path), tmp_path / "exp")
+def separator_lookahead(model: torch.nn.Module, frame: int = 200) -> int:
+    """Frames by which the offline separator looks ahead: a change of its input from ``frame`` on changes
+    its output from ``frame - lookahead`` on."""
     x = torch.from_numpy(speech_like(1.0)).unsqueeze(0)
     feats, flens = model.encoder(x, torch.tensor([x.shape[1]]))
     changed = feats.clone()
-    changed[:, 200:] += 0.1
+    changed[:, frame:] += 0.1
     out = [model.separator(f, flens, {})[0][0] for f in (feats, changed)]
-    first = int((out[0] - out[1]).abs().amax(dim=-1)[0].gt(1e-7).nonzero()[0])
-    assert 200 - first == len(model.separator.decoder) == 3
+    return frame - int((out[0] - out[1]).abs().amax(dim=-1)[0].gt(1e-7).nonzero()[0])
+
+
+def test_espnet2_dccrn_looks_ahead_one_frame_per_decoder_layer(tmp_path):
+    """What the DCCRN stream delays by: each decoder layer (time kernel 2, first frame dropped) reads one frame ahead."""
+    model = trained_model(tiny_dccrn(tmp_path), tmp_path / "exp")
+    assert separator_lookahead(model) == len(model.separator.decoder) == 3

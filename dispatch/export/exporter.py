@@ -78,7 +78,8 @@ def _atan2_nan_to_zero(g, y, x):
 
 
 @contextlib.contextmanager
-def _torchscript_symbolics(opset: int) -> Iterator[None]:
+def torchscript_symbolics(opset: int) -> Iterator[None]:
+    """The TorchScript exporter's symbolics of this module (``aten::atan2``, see above) for one export."""
     torch.onnx.register_custom_op_symbolic("aten::atan2", _atan2_nan_to_zero, opset)
     try:
         yield
@@ -94,7 +95,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, exporter
                           dynamic_shapes=({1: samples},), external_data=False, **names)
         return
     axes = {0: "batch", 1: "samples"}
-    with _torchscript_symbolics(opset), warnings.catch_warnings():
+    with torchscript_symbolics(opset), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # its deprecation notice and tracer warnings on shape arithmetic
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, **names)

@@ -26,7 +26,7 @@ class NotExportableError(ValueError):
     """A model this exporter cannot translate; the message names the module or option and what is supported."""
 
 
-def _stft_options(module: torch.nn.Module, what: str) -> Tuple[int, int, int, str]:
+def stft_options(module: torch.nn.Module, what: str) -> Tuple[int, int, int, str]:
     """(n_fft, hop_length, win_length, window) of espnet2's STFT encoder/decoder, or NotExportableError."""
     stft = module.stft
     unsupported = {
@@ -63,9 +63,9 @@ class ExportableEnhancer(torch.nn.Module):
         self.separator = model.separator
         self.normalize_variance = bool(getattr(model, "normalize_variance", False))
         self.encoder = model.encoder if isinstance(model.encoder, ConvEncoder) else None
-        self.stft = ConvSTFT(*_stft_options(model.encoder, "encoder")) if self.encoder is None else None
+        self.stft = ConvSTFT(*stft_options(model.encoder, "encoder")) if self.encoder is None else None
         self.decoder = model.decoder if isinstance(model.decoder, ConvDecoder) else None
-        self.istft = ConvISTFT(*_stft_options(model.decoder, "decoder")) if self.decoder is None else None
+        self.istft = ConvISTFT(*stft_options(model.decoder, "decoder")) if self.decoder is None else None
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         samples = mix.shape[1]
@@ -76,7 +76,7 @@ class ExportableEnhancer(torch.nn.Module):
         else:
             feature = F.relu(self.encoder.conv1d(x.unsqueeze(1))).transpose(1, 2)
         lengths = torch.full((mix.shape[0],), feature.shape[1], dtype=torch.long)
-        with _real_complex_outputs(self.separator):
+        with real_complex_outputs(self.separator):
             (estimate, *_), _, _ = self.separator(feature, lengths, {})
         if self.istft is not None:
             wav = self.istft(estimate.real, estimate.imag, samples)
@@ -87,7 +87,7 @@ class ExportableEnhancer(torch.nn.Module):
         return wav * scale if scale is not None else wav
 
 
-class _real_complex_outputs:
+class real_complex_outputs:
     """Separators with ``use_builtin_complex`` (DCCRN) build torch complex outputs unless it is False:
     switched off for the call, so that they return ComplexTensor pairs of real tensors."""
 

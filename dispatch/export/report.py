@@ -55,8 +55,10 @@ def table_row(name: str, record: dict) -> str:
         exporter += f"; onnxruntime failed: {record['errors']['onnxruntime']}"
     streaming = "-"
     if "latency_ms" in stream:
-        streaming = (f"{stream['latency_ms']:.2f} ms; {stream['block_ms']:g} ms blocks: RTF torch {stream['rtf_per_block']:.3f}"
-                     f" (max diff {stream['max_abs_diff']:.1e})")
+        parts = (f" ({stream['window_ms']:g} ms window + {stream['lookahead_ms']:g} ms lookahead)"
+                 if stream.get("window_ms") is not None else "")
+        streaming = (f"{stream['latency_ms']:.2f} ms{parts}; {stream['block_ms']:g} ms blocks: RTF torch "
+                     f"{stream['rtf_per_block']:.3f} (max diff {stream['max_abs_diff']:.1e})")
         if stream.get("onnx_rtf_per_block") is not None:
             streaming += f", onnx {stream['onnx_rtf_per_block']:.3f} ({stream['onnx_max_abs_diff']:.1e})"
     return (f"| {name} | {exporter} | {_num(parity.get('si_sdr_min_db'), '.1f')} | {_num(parity.get('max_abs_diff'), '.1e')} "
