@@ -44,7 +44,7 @@ from scipy import stats
 
 from dispatch.exptree import Experiment, Layout, compact_value, load_experiment, ordered_metrics, seed_suffix
 from dispatch.kd_config import KDConfigError, check_kd_options
-from dispatch.results import machine_description
+from dispatch.results import fmt, machine_description, markdown_table
 
 SPEC_KEYS = ("description", "seeds", "reference", "also_compare", "metrics", "variants", "grid")
 GRID_KEYS = ("base", "prefix", "vary")
@@ -400,19 +400,15 @@ def paired_differences(
 # ------------------------------------------------------------------ table
 
 
-def _fmt(value: float, signed: bool = False) -> str:
-    return "-" if math.isnan(value) else (f"{value:+.3f}" if signed else f"{value:.3f}")
-
-
 def _diff_text(diff: Estimate) -> str:
-    se = "" if math.isnan(diff.spread) else f" ± {_fmt(diff.spread)}"
-    return f"{_fmt(diff.mean, signed=True)}{se}" + (" †" if exceeds_noise(diff) else "")
+    se = "" if math.isnan(diff.spread) else f" ± {fmt(diff.spread)}"
+    return f"{fmt(diff.mean, signed=True)}{se}" + (" †" if exceeds_noise(diff) else "")
 
 
 def _cell(summary: Estimate, diff: Optional[Estimate]) -> str:
     if summary.n == 0:
         return "-"
-    cell = _fmt(summary.mean) + ("" if math.isnan(summary.spread) else f" ± {_fmt(summary.spread)}")
+    cell = fmt(summary.mean) + ("" if math.isnan(summary.spread) else f" ± {fmt(summary.spread)}")
     if diff is not None and diff.n > 0:
         cell += f" ({_diff_text(diff)})"
     return cell
@@ -436,32 +432,24 @@ def set_table(
         pairing: ``seed`` (:func:`paired_over_seeds`) or ``utterance`` (:func:`paired_over_utterances`).
     """
     paired = PAIRED[pairing]
-    lines = ["| variant | seeds | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
-    for name, means in extra.items():
-        lines.append(f"| {name} | - | " + " | ".join(_fmt(means.get(m, math.nan)) for m in metrics) + " |")
+    rows = [[name, "-", *(fmt(means.get(m)) for m in metrics)] for name, means in extra.items()]
     for v in spec.variants:
-        cells, n_done = [], 0
-        for m in metrics:
-            runs = scores.get(m, {}).get(v.name, {})
-            reference = scores.get(m, {}).get(spec.reference, {})
-            n_done = max(n_done, len(runs))
-            diff = None if v.name == spec.reference else paired(runs, reference)
-            cells.append(_cell(seed_summary(runs), diff))
+        runs = {m: scores.get(m, {}).get(v.name, {}) for m in metrics}
+        cells = [_cell(seed_summary(runs[m]), None if v.name == spec.reference
+                       else paired(runs[m], scores.get(m, {}).get(spec.reference, {}))) for m in metrics]
         label = f"{v.name} (reference)" if v.name == spec.reference else v.name
-        lines.append(f"| {label} | {n_done}/{planned} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([label, f"{max(map(len, runs.values()), default=0)}/{planned}", *cells])
+    return markdown_table(["variant", "seeds", *metrics], rows, "lr" + "r" * len(metrics))
 
 
 def difference_table(
     spec: AblationSpec, scores: Mapping[str, Scores], metrics: Sequence[str], reference: str, pairing: str = "seed"
 ) -> str:
     """Markdown table of the paired differences of every other variant to ``reference`` (± standard error)."""
-    lines = ["| variant - " + reference + " | pairs | " + " | ".join(metrics) + " |", "|---|---:|" + "---:|" * len(metrics)]
-    for name, diffs in paired_differences(spec, scores, metrics, reference, pairing).items():
-        n = max((d.n for d in diffs.values()), default=0)
-        cells = [_diff_text(diffs[m]) if diffs[m].n > 0 else "-" for m in metrics]
-        lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[name, str(max((d.n for d in diffs.values()), default=0)),
+             *(_diff_text(diffs[m]) if diffs[m].n > 0 else "-" for m in metrics)]
+            for name, diffs in paired_differences(spec, scores, metrics, reference, pairing).items()]
+    return markdown_table([f"variant - {reference}", "pairs", *metrics], rows, "lr" + "r" * len(metrics))
 
 
 def load_scores(
@@ -538,15 +526,12 @@ def convergence_table(spec: AblationSpec, expdir: Path, student_tag: str, seeds:
     for v in spec.variants:
         exps = [experiment(expdir, student_tag, v, s) for s in seeds]
         runs = [c for e in exps if e.scored_sets() and (c := convergence(e)) is not None]
-        if not runs:
-            continue
-        criterion = runs[0][0]
-        epochs, best_epoch, best, gain = (np.mean([r[i] for r in runs]) for i in range(1, 5))
-        rows.append(f"| {v.name} | {len(runs)} | {epochs:.0f} | {best_epoch:.1f} | {best:.3f} | {gain:+.3f} |")
-    if not rows:
-        return ""
-    return "\n".join([f"| variant | runs | epochs | best epoch | best {criterion} | gain of the last quarter |",
-                      "|---|---:|---:|---:|---:|---:|", *rows])
+        if runs:
+            criterion = runs[0][0]
+            epochs, best_epoch, best, gain = (np.mean([r[i] for r in runs]) for i in range(1, 5))
+            rows.append([v.name, str(len(runs)), f"{epochs:.0f}", f"{best_epoch:.1f}", f"{best:.3f}", f"{gain:+.3f}"])
+    header = ["variant", "runs", "epochs", "best epoch", f"best {criterion}", "gain of the last quarter"]
+    return markdown_table(header, rows, "lrrrrr") if rows else ""
 
 
 def scored_sets(exps: Sequence[Experiment]) -> List[str]:
@@ -635,9 +620,7 @@ def ablation_table(
         f"difference to `{spec.reference}`, mean ± {spread}; † where its 95% Student-t interval excludes zero "
         "(the difference exceeds that noise); `seeds`: finished/planned",
         "",
-        "| variant | KD config |",
-        "|---|---|",
-        *(f"| {v.name} | `{v.source}` |" for v in spec.variants),
+        markdown_table(["variant", "KD config"], ([v.name, f"`{v.source}`"] for v in spec.variants), "ll"),
     ]
     for dset in sets:
         scores, metrics = load_scores(spec, expdir, student_tag, dset, seeds)

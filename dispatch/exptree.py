@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -254,34 +254,29 @@ class Experiment:
     def kd_loss_name(self) -> Optional[str]:
         return self.config.get("kd_loss")
 
+    @cached_property
     def kd_options(self) -> Dict[str, Any]:
-        """``kd_loss_conf`` with the KD loss class defaults filled in, so that two configs compare."""
-        from dispatch.losses import KD_LOSSES
+        """``kd_loss_conf`` with the KD loss's defaults filled in, so that two configs compare."""
+        from dispatch.losses import KD_LOSSES, kd_loss_defaults
 
         if self.kd_loss_name not in KD_LOSSES:
             return {}
-        defaults: Dict[str, Any] = {}
-        for cls in reversed(KD_LOSSES[self.kd_loss_name].__mro__):  # subclass defaults win (DFKD: selection all)
-            init = cls.__dict__.get("__init__")
-            if init is not None:
-                defaults.update({p.name: p.default for p in inspect.signature(init).parameters.values()
-                                 if p.default is not inspect.Parameter.empty})
         # Tuples in defaults vs lists in yaml: compare through JSON.
-        return json.loads(json.dumps({**defaults, **(self.config.get("kd_loss_conf") or {})}))
+        return json.loads(json.dumps({**kd_loss_defaults(self.kd_loss_name), **(self.config.get("kd_loss_conf") or {})}))
 
     @property
     def is_selective(self) -> bool:
         """A KD loss that distils a selection of patches (DISPatch)."""
-        return self.kd_options().get("selection", "all") != "all"
+        return self.kd_options.get("selection", "all") != "all"
 
     @property
     def is_plain_kd(self) -> bool:
         """A patch-based KD loss that distils every bin (conventional KD with the same distance)."""
-        return self.kd_options().get("selection") == "all"
+        return self.kd_options.get("selection") == "all"
 
     def distance_signature(self) -> str:
         """KD loss and its options except the selection ones: equal for a DISPatch row and its plain KD."""
-        options = {k: v for k, v in self.kd_options().items() if k not in SELECTION_OPTIONS}
+        options = {k: v for k, v in self.kd_options.items() if k not in SELECTION_OPTIONS}
         return json.dumps([self.kd_loss_name, options], sort_keys=True)
 
     def kd_description(self) -> str:

@@ -17,7 +17,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -91,14 +91,17 @@ def model_complexity(config_file: Path, fs: int) -> Tuple[float, float]:
     return n_params / 1e6, counter.get_total_flops() / 2 / MAC_INPUT_SECONDS / 1e6
 
 
-def _fmt(x: Optional[float], signed: bool = False, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+def fmt(x: Optional[float], signed: bool = False, digits: int = 3) -> str:
+    """A table cell of a number: ``-`` for None or NaN."""
+    if x is None or math.isnan(x):
         return "-"
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _delta(value: Optional[float], ref: Optional[float]) -> str:
-    return "-" if value is None or ref is None else _fmt(value - ref, signed=True)
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str) -> str:
+    """A markdown table; ``align`` holds one letter per column, ``l`` (text) or ``r`` (numbers)."""
+    rule = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
+    return "\n".join(["| " + " | ".join(header) + " |", rule, *("| " + " | ".join(cells) + " |" for cells in rows)])
 
 
 @dataclass
@@ -116,8 +119,7 @@ def set_table(rows: Sequence[Row], baseline: Optional[str]) -> str:
     """Markdown table: model | params | MMAC/s | metric means (changes against baseline / plain KD) | plain KD."""
     metrics = ordered_metrics([r.summary for r in rows])
     means = {r.name: {m: v.get("mean") for m, v in r.summary.items()} for r in rows}
-    lines = ["| model | params (M) | MMAC/s | " + " | ".join(metrics) + " | plain KD |",
-             "|---|---:|---:|" + "---:|" * len(metrics) + "---|"]
+    lines = []
     for r in rows:
         base = baseline if baseline in means and r.name not in (baseline, "noisy") else None
         # Positional: "(baseline)" or "(baseline / plain KD)", "-" where a reference has no value.
@@ -125,11 +127,11 @@ def set_table(rows: Sequence[Row], baseline: Optional[str]) -> str:
         cells = []
         for m in metrics:
             value = means[r.name].get(m)
-            deltas = [_delta(value, means.get(ref, {}).get(m)) for ref in refs]
-            cells.append(_fmt(value) + (f" ({' / '.join(deltas)})" if deltas else ""))
-        lines.append(f"| {r.name} | {_fmt(r.params)} | {_fmt(r.macs, digits=1)} | " + " | ".join(cells)
-                     + f" | {r.plain or ''} |")
-    return "\n".join(lines)
+            deltas = ["-" if value is None or (ref := means.get(ref_name, {}).get(m)) is None
+                      else fmt(value - ref, signed=True) for ref_name in refs]
+            cells.append(fmt(value) + (f" ({' / '.join(deltas)})" if deltas else ""))
+        lines.append([r.name, fmt(r.params), fmt(r.macs, digits=1), *cells, r.plain or ""])
+    return markdown_table(["model", "params (M)", "MMAC/s", *metrics, "plain KD"], lines, "lrr" + "r" * len(metrics) + "l")
 
 
 @dataclass
@@ -222,22 +224,21 @@ def write_training_pictures(logs: Dict[str, TrainingLog], images_dir: Path) -> D
     return pictures
 
 
-def training_cost_table(logs: Dict[str, TrainingLog]) -> List[str]:
-    """Markdown table of the training cost of every row with a training log.
+def training_cost_table(logs: Dict[str, TrainingLog]) -> str:
+    """Markdown table of the training cost of every row with a training log ("" without one).
 
     espnet2 reports ``train_time`` as the mean seconds per step of an epoch and ``total_count`` as the
     steps so far; their product is the training time proper (no validation or data loading stalls).
     """
-    lines = ["| model | epochs | steps | s/step | training min |", "|---|---:|---:|---:|---:|"]
+    lines = []
     for name, log in logs.items():
         train = log.get("train", {})
         times, counts = train.get("train_time"), train.get("total_count")
-        if not times or not counts:
-            continue
-        steps = [b - a for a, b in zip([0.0, *counts[:-1]], counts)]
-        total = sum(t * n for t, n in zip(times, steps)) / 60
-        lines.append(f"| {name} | {len(times)} | {int(counts[-1])} | {sum(times) / len(times):.3f} | {total:.1f} |")
-    return lines if len(lines) > 2 else []
+        if times and counts:
+            steps = [b - a for a, b in zip([0.0, *counts[:-1]], counts)]
+            total = sum(t * n for t, n in zip(times, steps)) / 60
+            lines.append([name, str(len(times)), str(int(counts[-1])), f"{sum(times) / len(times):.3f}", f"{total:.1f}"])
+    return markdown_table(["model", "epochs", "steps", "s/step", "training min"], lines, "lrrrr") if lines else ""
 
 
 def _link(path: Path, base: Path) -> str:
@@ -248,12 +249,10 @@ def _pictures_section(pictures: SetPictures, base: Path) -> List[str]:
     if not pictures.utterances:
         return []
     names = list(dict.fromkeys(n for p in pictures.utterances for n in p.figures))
-    lines = ["", f"Spectrograms, Knowledge Gap Score and selected patches per KD student, for {pictures.rule}:", "",
-             "| utterance | chosen as | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for p in pictures.utterances:
-        links = [f"[png]({_link(p.figures[n], base)})" if n in p.figures else "-" for n in names]
-        lines.append(f"| {p.utt} | {'; '.join(p.reasons)} | " + " | ".join(links) + " |")
-    return lines
+    links = [[p.utt, "; ".join(p.reasons), *(f"[png]({_link(p.figures[n], base)})" if n in p.figures else "-"
+                                            for n in names)] for p in pictures.utterances]
+    return ["", f"Spectrograms, Knowledge Gap Score and selected patches per KD student, for {pictures.rule}:", "",
+            markdown_table(["utterance", "chosen as", *names], links, "l" * (len(names) + 2))]
 
 
 def machine_description() -> str:
@@ -279,9 +278,8 @@ def _header(exps: Sequence[Experiment], baseline: Optional[str], command: str) -
         " (FLOPs / 2 counted by torch.utils.flop_counter on 1 s of input; matrix products, convolutions"
         " and RNNs; FFTs, normalisations and activations not counted)",
         "",
-        "| model | experiment | config | KD |",
-        "|---|---|---|---|",
-        *[f"| {e.name} | `{e.exp_dir}` | `{e.config_path}` | {e.kd_description()} |" for e in exps],
+        markdown_table(["model", "experiment", "config", "KD"],
+                       ([e.name, f"`{e.exp_dir}`", f"`{e.config_path}`", e.kd_description()] for e in exps), "llll"),
     ]
 
 
@@ -387,7 +385,7 @@ def make_results(
     cost = training_cost_table(logs)
     training = write_training_pictures(logs, Path(images_dir)) if images_dir is not None else {}
     if cost or training:
-        parts += ["", "## Training", ""] + cost + ([""] if cost else [])
+        parts += ["", "## Training", ""] + ([cost, ""] if cost else [])
         parts += [f"![{caption}]({_link(path, link_base)})\n" for caption, path in training.items()]
     # The ONNX export records of stage 12, so that a rerun of this stage keeps their table.
     deployment = deployment_section([(e.name, e.exp_dir) for e in exps])

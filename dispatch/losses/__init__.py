@@ -1,6 +1,6 @@
 """KD losses, found by name through :data:`KD_LOSSES` (used by the ``kd_loss`` yaml key)."""
 import inspect
-from typing import Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Type
 
 import torch
 
@@ -21,32 +21,30 @@ def _kd_loss_class(name: str) -> Type[torch.nn.Module]:
     return KD_LOSSES[name]
 
 
-def kd_loss_options(name: str) -> List[str]:
-    """Keyword options (``kd_loss_conf`` keys) of a registered KD loss, those it passes on via
-    ``**kwargs`` to its base class included."""
-    options: List[str] = []
-    for cls in _kd_loss_class(name).__mro__:
-        if "__init__" not in vars(cls):
-            continue
-        params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
-        options += [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                    and p.name not in options]
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return options
-
-
 def _kd_loss_params(name: str) -> Dict[str, inspect.Parameter]:
+    """Keyword parameters of a registered KD loss, those it passes on via ``**kwargs`` to its base class
+    included (the subclass's first)."""
     params: Dict[str, inspect.Parameter] = {}
     for cls in _kd_loss_class(name).__mro__:
         if "__init__" not in vars(cls):
             continue
-        found = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        found = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
         for p in found:
-            params.setdefault(p.name, p)
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                params.setdefault(p.name, p)
         if not any(p.kind is p.VAR_KEYWORD for p in found):
             break
     return params
+
+
+def kd_loss_options(name: str) -> List[str]:
+    """Keyword options (``kd_loss_conf`` keys) of a registered KD loss."""
+    return list(_kd_loss_params(name))
+
+
+def kd_loss_defaults(name: str) -> Dict[str, Any]:
+    """The default of every ``kd_loss_conf`` option of a registered KD loss that has one."""
+    return {k: p.default for k, p in _kd_loss_params(name).items() if p.default is not inspect.Parameter.empty}
 
 
 def _is_int(value) -> bool:
@@ -114,4 +112,4 @@ def build_kd_loss(name: str, **conf) -> torch.nn.Module:
 
 
 __all__ = ["DISPatchLoss", "DFKDLoss", "SISNRKDLoss", "dfkd_crossover", "KD_LOSSES", "build_kd_loss",
-           "kd_loss_options"]
+           "kd_loss_defaults", "kd_loss_options"]
