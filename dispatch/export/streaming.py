@@ -142,7 +142,7 @@ class StftStreamState(StreamState):
 
 
 class BlockStream(torch.nn.Module):
-    """The driver shared by the streams: framing, first call, leading samples cut, timing-free Python state.
+    """What the streams share: the framing of the input, the first call, the cut of leading samples.
 
     A stream sets ``window`` (input samples of a frame), ``hop``, ``need`` (samples from a frame's start on
     that must have arrived before it is computed, at least ``window``), ``lookahead`` (frames),
@@ -183,14 +183,14 @@ class BlockStream(torch.nn.Module):
         """The samples framed from the next frame's start on (None: the first frame cannot be formed yet)."""
         return state.pending
 
-    def _extra(self, final: bool) -> Tuple[torch.Tensor, ...]:
+    def extra_inputs(self, final: bool) -> Tuple[torch.Tensor, ...]:
         """The inputs named by ``extra_names`` for a call (``final``: the stream's last)."""
         return ()
 
     def _call(self, signal: torch.Tensor, n: int, state: StreamState, core: Optional[Callable[..., Sequence]],
               final: bool = False) -> torch.Tensor:
         """Run the step on the first ``n`` frames of ``signal`` (batch, samples), keep the rest pending."""
-        out, *state.tensors = (core or self)(signal[:, :(n - 1) * self.hop + self.window], *self._extra(final),
+        out, *state.tensors = (core or self)(signal[:, :(n - 1) * self.hop + self.window], *self.extra_inputs(final),
                                              *state.tensors)
         state.pending, state.frames = signal[:, n * self.hop:], state.frames + n
         cut = min(max(self.offset - state.produced, 0), out.shape[1])
@@ -449,7 +449,7 @@ class StreamingDCCRN(BlockStream):
             return None
         return torch.cat([x[:, 1:self.pad + 1].flip(1), x], dim=1)  # torch.stft's reflect padding
 
-    def _extra(self, final: bool) -> Tuple[torch.Tensor, ...]:
+    def extra_inputs(self, final: bool) -> Tuple[torch.Tensor, ...]:
         return (torch.zeros(1 if final else 0),)
 
     @torch.no_grad()
@@ -491,7 +491,7 @@ def export_stream_onnx(stream: BlockStream, path: Path, opset: int = MIN_OPSET) 
     framed again next time (:meth:`BlockStream.step` with an onnxruntime core, :func:`onnx_core`).
     """
     tensors = stream.example_state().tensors
-    example = (torch.zeros(1, stream.window + 3 * stream.hop), *stream._extra(True), *tensors)
+    example = (torch.zeros(1, stream.window + 3 * stream.hop), *stream.extra_inputs(True), *tensors)
     names = list(stream.state_names)
     axes = {"samples": {1: "samples"}, "enhanced": {1: "out_samples"}, **{n: {0: n} for n in stream.extra_names}}
     for name, axis in stream.dynamic_state.items():
