@@ -244,6 +244,7 @@ def test_cli_exports_checks_streams_and_writes_the_table(tmp_path):
     assert report_main([str(results), f"kd={exp}"]) == 0
     table = results.read_text()
     assert "## Deployment" in table and "| kd | torchscript, opset 17 |" in table and "rows" in table
+    assert "over 2 utt.)" in table  # the streaming check's utterance count is in the streaming cell
 
 
 def test_cli_streams_a_dccrn_cl(tmp_path):
@@ -251,8 +252,10 @@ def test_cli_streams_a_dccrn_cl(tmp_path):
     trained_model(tiny_dccrn(tmp_path), exp)
     data = write_data_dir(tmp_path, "test", 2, seed=5, seconds=(0.5, 0.8))
     assert export_cli.main(["--data_dir", str(data), "--rtf_utts", "1", "--repeats", "1", "--name", "dccrn",
-                            "--model", str(exp), "--output_dir", str(exp)]) == 0
-    stream = json.loads((exp / "onnx" / "export.json").read_text())["streaming"]
+                            "--model", str(exp), "--output_dir", str(exp), "--stream_utts", "1"]) == 0
+    record = json.loads((exp / "onnx" / "export.json").read_text())
+    stream = record["streaming"]
+    assert record["parity"]["utterances"] == 2 and stream["utterances"] == 1  # streamed: the first one only
     assert stream["max_abs_diff"] < 1e-6 and stream["onnx_max_abs_diff"] < 1e-6 and stream["rtf_per_block"] > 0
     assert stream["latency_ms"] == pytest.approx(1000 * 250 / 16000)  # 100-sample window, 3 frames of 50
     assert stream["window_ms"] == pytest.approx(6.25) and stream["lookahead_ms"] == pytest.approx(9.375)

@@ -58,7 +58,7 @@ def table_row(name: str, record: dict) -> str:
         parts = (f" ({stream['window_ms']:g} ms window + {stream['lookahead_ms']:g} ms lookahead)"
                  if stream.get("window_ms") is not None else "")
         streaming = (f"{stream['latency_ms']:.2f} ms{parts}; {stream['block_ms']:g} ms blocks: RTF torch "
-                     f"{stream['rtf_per_block']:.3f} (max diff {stream['max_abs_diff']:.1e})")
+                     f"{stream['rtf_per_block']:.3f} (max diff {stream['max_abs_diff']:.1e} over {stream['utterances']} utt.)")
         if stream.get("onnx_rtf_per_block") is not None:
             streaming += f", onnx {stream['onnx_rtf_per_block']:.3f} ({stream['onnx_max_abs_diff']:.1e})"
     return (f"| {name} | {exporter} | {_num(parity.get('si_sdr_min_db'), '.1f')} | {_num(parity.get('max_abs_diff'), '.1e')} "
