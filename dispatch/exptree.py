@@ -161,8 +161,10 @@ def read_config(exp_dir: Path) -> Dict[str, Any]:
         raise TreeError(f"{path}: not valid yaml: {e}") from e
 
 
-def read_scores(path: Path) -> Scores:
-    """``uttid value`` lines of a score file -> {uttid: value} ("nan" for an utterance without score)."""
+def read_scores(path: Path) -> Optional[Scores]:
+    """``uttid value`` lines of a score file -> {uttid: value} ("nan": no score); None without the file."""
+    if not path.is_file():
+        return None
     try:
         entries = read_scp(path)
     except (OSError, DataDirError) as e:
@@ -228,6 +230,52 @@ def ordered_metrics(summaries: Sequence[Dict[str, Any]]) -> List[str]:
 def compact_value(value: Any) -> str:
     """An option value on one line (lists and mappings as JSON)."""
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+@dataclass(frozen=True)
+class AudioList:
+    """The ``uttid path`` list of one column of a test set: the noisy input, the clean reference or a
+    model's output. The listening page and RESULTS.md read an utterance's audio only through it."""
+
+    name: str
+    scp: Path
+    paths: Dict[str, str]
+
+    @classmethod
+    def read(cls, name: str, scp: Path, hint: str = "") -> "AudioList":
+        try:
+            return cls(name, scp, read_scp(scp))
+        except FileNotFoundError:
+            raise TreeError(f"{name}: {scp}: no such file{hint}") from None
+        except DataDirError as e:
+            raise TreeError(f"{name}: {e}") from e
+
+    def path(self, utt: str) -> Path:
+        if utt not in self.paths:
+            raise TreeError(f"{self.name}: utterance {utt} is not listed in {self.scp}")
+        return Path(self.paths[utt])
+
+    def sample_rate(self, utt: str) -> int:
+        """The rate of ``utt``'s file: formatted test sets have one, so one file gives the set's."""
+        from dispatch.data.audio import probe
+
+        try:
+            return probe(self.path(utt)).samplerate
+        except ValueError as e:
+            raise TreeError(f"{self.name}: utterance {utt}: {e}") from e
+
+    def mono(self, utt: str, fs: int) -> np.ndarray:
+        """``utt``'s samples at ``fs`` (resampled if needed), (samples,)."""
+        from dispatch.data.audio import read_audio
+
+        path = self.path(utt)
+        try:
+            wav = read_audio(path, fs)
+        except (OSError, RuntimeError, ValueError) as e:  # soundfile raises LibsndfileError, a RuntimeError
+            raise TreeError(f"{self.name}: utterance {utt}: cannot read {path}: {e}") from e
+        if wav.ndim != 1:
+            raise TreeError(f"{self.name}: utterance {utt}: {path} has {wav.shape[1]} channels, expected mono")
+        return wav
 
 
 @dataclass(frozen=True)
@@ -320,15 +368,8 @@ class Experiment:
     def enhanced_scp(self, dset: str) -> Path:
         return self.exp_dir / f"enhanced_{dset}" / "spk1.scp"
 
-    def enhanced(self, dset: str) -> Dict[str, str]:
-        """Utterance -> enhanced audio of ``dset``."""
-        path = self.enhanced_scp(dset)
-        try:
-            return read_scp(path)
-        except FileNotFoundError:
-            raise TreeError(f"{self.name}: {path}: no such file (run the enhancement stage first)") from None
-        except DataDirError as e:
-            raise TreeError(f"{self.name}: {e}") from e
+    def enhanced(self, dset: str) -> AudioList:
+        return AudioList.read(self.name, self.enhanced_scp(dset), " (run the enhancement stage first)")
 
     def summary(self, dset: str) -> Optional[Dict[str, dict]]:
         """Metric means of ``dset`` once its scoring finished (summary.json marks completion), else None."""
@@ -336,8 +377,7 @@ class Experiment:
 
     def scores(self, dset: str, metric: str) -> Optional[Scores]:
         """Per-utterance ``metric`` of ``dset``, or None without that score file."""
-        path = self.scoring_dir(dset) / metric
-        return read_scores(path) if path.is_file() else None
+        return read_scores(self.scoring_dir(dset) / metric)
 
     def scored_sets(self) -> List[str]:
         """Test sets whose scoring finished, sorted."""

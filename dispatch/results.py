@@ -23,6 +23,7 @@ import torch
 
 from dispatch.export.report import deployment_section
 from dispatch.exptree import (
+    AudioList,
     Experiment,
     TrainingLog,
     TreeError,
@@ -35,13 +36,11 @@ from dispatch.exptree import (
 from dispatch.plots import save_band_selection_png, save_selection_png, save_training_curves_png, selection_keys
 from dispatch.report.assets import safe_name
 from dispatch.report.choose import choose_for_set
-from dispatch.scoring.inputs import load_pair, read_scp
 from dispatch.version import __version__
 
 # Training statistics drawn as curves (espnet2's "loss" is task_weight * task + kd_weight * KD).
 CURVE_KEYS = ("loss", "task_loss", "kd_loss", "kd_selected")
 MAC_INPUT_SECONDS = 1.0
-LENGTH_TOLERANCE_S = 0.05  # enhanced outputs may differ from the input by a few samples
 
 
 def plain_kd_references(exps: Sequence[Experiment], plain_kd: Optional[str] = None) -> Dict[str, str]:
@@ -175,27 +174,21 @@ def write_utterance_pictures(
     losses = {e.name: loss for e in exps if (loss := e.selection_loss(fs)) is not None}
     if not losses:
         return SetPictures("", [])
-    wav_scp, clean_scp = data_dir / dset / "wav.scp", data_dir / dset / "spk1.scp"
-    noisy, clean = read_scp(str(wav_scp)), read_scp(str(clean_scp))
-    fixed = [u for u in utts if u in noisy]  # with several test sets, each id belongs to one
+    noisy, clean = AudioList.read("noisy", data_dir / dset / "wav.scp"), AudioList.read("clean", data_dir / dset / "spk1.scp")
+    fixed = [u for u in utts if u in noisy.paths]  # with several test sets, each id belongs to one
     chosen, rule = choose_for_set(exps, dset, reference.name if reference else "a reference",
-                                  reference.scores(dset, rank_metric) if reference else None, noisy.keys(),
+                                  reference.scores(dset, rank_metric) if reference else None, noisy.paths.keys(),
                                   fixed, rank_metric)
     outputs = {name: by_name[name].enhanced(dset) for name in [teacher, *losses]}
     pictures = []
     for utt, reasons in chosen.items():
-        if utt not in clean:
-            raise TreeError(f"{utt}: not listed in {clean_scp}")
-        waves = {"noisy": load_pair(utt, noisy[utt], clean[utt], LENGTH_TOLERANCE_S)}
-        for name, scp in outputs.items():
-            if utt not in scp:
-                raise TreeError(f"{name}: utterance {utt} is not in {by_name[name].enhanced_scp(dset)}")
-            waves[name] = load_pair(utt, scp[utt], clean[utt], LENGTH_TOLERANCE_S)
-        wav_fs = waves["noisy"][2]
+        wav_fs = noisy.sample_rate(utt)
+        inputs = [noisy.mono(utt, wav_fs), clean.mono(utt, wav_fs)]
+        waves = {name: audio.mono(utt, wav_fs) for name, audio in outputs.items()}
         figures = {}
         for name, loss in losses.items():
             figures[name] = save_selection_png(
-                waves["noisy"][0], waves["noisy"][1], waves[teacher][0], waves[name][0], wav_fs, loss,
+                *inputs, waves[teacher], waves[name], wav_fs, loss,
                 images_dir / f"{safe_name(dset)}_{safe_name(utt)}_{safe_name(name)}.png",
                 title=f"{dset} / {utt}: {name} ({'; '.join(reasons)})",
             )
@@ -335,7 +328,7 @@ def make_results(
         exps += scan_experiments(scan_dir, exps, test_sets, base_dir)
     plain = plain_kd_references(exps, plain_kd)
     if images_dir is not None and data_dir is not None and utts:
-        known = set().union(*(read_scp(str(Path(data_dir) / s / "wav.scp")).keys() for s in test_sets))
+        known = set().union(*(AudioList.read("noisy", Path(data_dir) / s / "wav.scp").paths for s in test_sets))
         unknown = [u for u in utts if u not in known]
         if unknown:
             raise TreeError(f"--utts: {', '.join(unknown)} not in the test sets ({', '.join(test_sets)})")

@@ -20,15 +20,13 @@ from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
 import markdown
-import numpy as np
 from markdown.treeprocessors import Treeprocessor
 from markupsafe import Markup
 
 from dispatch.data.atomic import atomic_path, write_text_atomic
-from dispatch.data.audio import probe, read_audio
-from dispatch.data.datadir import DataDirError, read_scp
 from dispatch.exptree import (
     PAIRED_DIFFERENCES,
+    AudioList,
     Experiment,
     Scores,
     TreeError,
@@ -75,41 +73,16 @@ class Row:
 
 @dataclass(frozen=True)
 class Column:
-    """One column of the listening table: the noisy input, the clean reference or a model's output.
+    """One column of the listening table: the noisy input, the clean reference or a model's output;
+    ``scoring_dir`` is None for the clean reference, ``experiment`` None for noisy and clean."""
 
-    Attributes:
-        name: column title (``noisy``, ``clean`` or the model's row name).
-        audio_scp: ``uttid path`` list of its audio; ``audio``: that list read.
-        scoring_dir: folder of its per-utterance score files; None for the clean reference.
-        experiment: the model; None for noisy and clean.
-    """
-
-    name: str
-    audio_scp: Path
-    audio: Dict[str, str]
+    audio: AudioList
     scoring_dir: Optional[Path] = None
     experiment: Optional[Experiment] = None
 
-    def audio_path(self, utt: str) -> Path:
-        """Path of ``utt``'s audio, or an error naming the utterance and the list."""
-        if utt not in self.audio:
-            raise TreeError(f"{self.name}: utterance {utt} is not listed in {self.audio_scp}")
-        return Path(self.audio[utt])
-
-    def scores(self, metric: str) -> Optional[Scores]:
-        """Per-utterance ``metric`` scores, or None without such a score file."""
-        path = self.scoring_dir / metric if self.scoring_dir else None
-        return read_scores(path) if path and path.is_file() else None
-
-
-def _data_column(name: str, audio_scp: Path, scoring_dir: Optional[Path] = None) -> Column:
-    """The noisy input or the clean reference of the test set."""
-    try:
-        return Column(name, audio_scp, read_scp(audio_scp), scoring_dir)
-    except FileNotFoundError:
-        raise TreeError(f"{name}: {audio_scp}: no such file") from None
-    except DataDirError as e:
-        raise TreeError(f"{name}: {e}") from e
+    @property
+    def name(self) -> str:
+        return self.audio.name
 
 
 class _LocalLinks(Treeprocessor):
@@ -181,17 +154,6 @@ def _fingerprint(options: dict, files: Iterable[Path]) -> str:
     return hashlib.sha1(json.dumps([options, stats], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _read_mono(column: Column, utt: str, fs: int) -> np.ndarray:
-    path = column.audio_path(utt)
-    try:
-        wav = read_audio(path, fs)
-    except (OSError, RuntimeError) as e:  # soundfile raises LibsndfileError, a RuntimeError
-        raise TreeError(f"{column.name}: utterance {utt}: cannot read {path}: {e}") from e
-    if wav.ndim != 1:
-        raise TreeError(f"{column.name}: utterance {utt}: {path} has {wav.shape[1]} channels, expected mono")
-    return wav
-
-
 def _utterance_row(
     utt: str,
     reasons: List[str],
@@ -205,11 +167,11 @@ def _utterance_row(
 ) -> Row:
     """Audio, spectrogram, scores and (for DISPatch students) selection mask of every column on ``utt``,
     the files written under ``folder``; paths in the row are relative to ``page_dir``."""
-    wavs = {c.name: _read_mono(c, utt, fs) for c in columns}
+    wavs = {c.name: c.audio.mono(utt, fs) for c in columns}
     row = Row(utt, reasons)
     for c in columns:
         stem = folder / safe_name(c.name)
-        audio = place_audio(c.audio_path(utt), stem)
+        audio = place_audio(c.audio.path(utt), stem)
         spectrogram = save_spectrogram_png(wavs[c.name], fs, stem.with_suffix(".png"), title=c.name)
         selection = None
         if c.name in masks:
@@ -240,11 +202,10 @@ def _columns(data_dir: Path, noisy_scoring: Path, models: Sequence[Tuple[str, Pa
         raise TreeError(f"model names must be unique, got {names}")
     if not noisy_scoring.is_dir():
         raise TreeError(f"--noisy_scoring {noisy_scoring}: no such folder (run the scoring stage first)")
-    columns = [_data_column("noisy", data_dir / "wav.scp", noisy_scoring), _data_column("clean", data_dir / "spk1.scp")]
-    for name, exp_dir in models:
-        exp = load_experiment(name, exp_dir)
-        columns.append(Column(name, exp.enhanced_scp(test_set), exp.enhanced(test_set), exp.scoring_dir(test_set), exp))
-    return columns
+    exps = [load_experiment(name, exp_dir) for name, exp_dir in models]
+    return [Column(AudioList.read("noisy", data_dir / "wav.scp"), noisy_scoring),
+            Column(AudioList.read("clean", data_dir / "spk1.scp")),
+            *(Column(e.enhanced(test_set), e.scoring_dir(test_set), e) for e in exps)]
 
 
 def build_report(
@@ -288,13 +249,13 @@ def build_report(
         if name and (name not in by_name or by_name[name].experiment is None):
             raise TreeError(f"{option} {name}: not one of the models ({', '.join(n for n, _ in models)})")
     reference = by_name[baseline or "noisy"]
-    chosen, rule = choose_for_set(exps, test_set, reference.name, reference.scores(rank_metric),
-                                  by_name["noisy"].audio.keys(), utts, rank_metric)
+    chosen, rule = choose_for_set(exps, test_set, reference.name, read_scores(reference.scoring_dir / rank_metric),
+                                  by_name["noisy"].audio.paths.keys(), utts, rank_metric)
     if not chosen:
         raise TreeError(f"no utterance to show: no {rank_metric} scores to rank and no --utts")
     logging.info(f"utterances: {', '.join(chosen)} ({rule})")
     # Formatted test sets have one sampling rate; audio at another one is resampled for the images.
-    fs = probe(by_name["noisy"].audio_path(next(iter(chosen)))).samplerate
+    fs = by_name["noisy"].audio.sample_rate(next(iter(chosen)))
     masks = {e.name: loss for e in exps if (loss := e.selection_loss(fs)) is not None}
     if masks and not teacher:
         raise TreeError("--teacher is needed for the selection masks of the KD students")
@@ -306,7 +267,7 @@ def build_report(
     inputs = [results_md] + [f for e in trained.values() for f in e.training_stats()]
     inputs += sorted(Path(ablation_root).glob(f"*/{PAIRED_DIFFERENCES}")) if ablation_root else []
     for c in columns:
-        inputs += [c.audio_scp] + [c.audio_path(u) for u in chosen]
+        inputs += [c.audio.scp] + [c.audio.path(u) for u in chosen]
         inputs += [c.scoring_dir / m for m in metrics] if c.scoring_dir else []
         inputs += [c.experiment.config_path] if c.experiment else []
     fingerprint = _fingerprint(options, inputs)
@@ -320,7 +281,8 @@ def build_report(
         old.unlink(missing_ok=True)
     shutil.rmtree(output_dir / ASSETS, ignore_errors=True)
 
-    scores = {c.name: {m: c.scores(m) or {} for m in metrics} if c.scoring_dir else {} for c in columns}
+    scores = {c.name: {m: read_scores(c.scoring_dir / m) or {} for m in metrics} if c.scoring_dir else {}
+              for c in columns}
     rows = [
         _utterance_row(utt, reasons, output_dir / ASSETS / f"{i:02d}_{safe_name(utt)}", output_dir, columns, fs,
                        scores, masks, teacher)
