@@ -134,10 +134,10 @@ def _check_name(name: Any, where: str) -> str:
     return name
 
 
-def _load_kd_yaml(path: Path, root: Path, where: str) -> Dict[str, Any]:
-    full = path if path.is_absolute() else root / path
+def _load_kd_yaml(path: Union[str, Path], root: Path, where: str) -> Dict[str, Any]:
+    path = Path(path)
     try:
-        conf = yaml.safe_load(full.read_text())
+        conf = yaml.safe_load((path if path.is_absolute() else root / path).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise AblationError(f"{where}: cannot read KD config {path}: {e}") from e
     if not isinstance(conf, dict):
@@ -147,11 +147,8 @@ def _load_kd_yaml(path: Path, root: Path, where: str) -> Dict[str, Any]:
 
 def check_kd_config(conf: Mapping[str, Any], where: str) -> None:
     """Build the variant's KD loss as EnhancementKDTask does (:func:`dispatch.kd_config.check_kd_options`),
-    so that bad options fail now rather than after hours of training.
-
-    The loss is built at its default sampling rate (16 kHz); band edges in Hz are checked again by the
-    training at the data's rate.
-    """
+    so that bad options fail now rather than after hours of training. It is built at 16 kHz; the training
+    checks band edges in Hz again at the data's rate."""
     if conf.get("kd_loss") is None:
         raise AblationError(f"{where}: no kd_loss: a variant without KD is written `name: null`")
     try:
@@ -160,27 +157,23 @@ def check_kd_config(conf: Mapping[str, Any], where: str) -> None:
         raise AblationError(f"{where}: {e}") from e
 
 
-def _overridden(base: Dict[str, Any], overrides: Mapping[str, Any], where: str) -> Dict[str, Any]:
-    conf = base
+def _variant(name: str, base: str, conf: Dict[str, Any], overrides: Mapping[str, Any], where: str) -> Variant:
+    """The KD config ``conf`` read from ``base``, with the dotted ``overrides`` set, checked."""
     for key, value in overrides.items():
         conf = set_dotted(conf, str(key), value)
     check_kd_config(conf, where)
-    return conf
+    return Variant(name, conf, " + ".join([base, *(f"{k}={v}" for k, v in overrides.items())]))
 
 
 def _fixed_variant(name: str, entry: Any, root: Path, where: str) -> Variant:
     if entry is None:
         return Variant(name, None, "no KD (baseline student)")
-    if isinstance(entry, str):
-        conf = _load_kd_yaml(Path(entry), root, where)
-        check_kd_config(conf, where)
-        return Variant(name, conf, entry)
+    entry = {"base": entry} if isinstance(entry, str) else entry
     if isinstance(entry, Mapping) and set(entry) <= {"base", "set"} and isinstance(entry.get("base"), str):
         overrides = entry.get("set") or {}
         if not isinstance(overrides, Mapping):
             raise AblationError(f"{where}: `set` must map dotted options to values")
-        conf = _overridden(_load_kd_yaml(Path(entry["base"]), root, where), overrides, where)
-        return Variant(name, conf, " + ".join([entry["base"], *(f"{k}={v}" for k, v in overrides.items())]))
+        return _variant(name, entry["base"], _load_kd_yaml(entry["base"], root, where), overrides, where)
     raise AblationError(f"{where}: expected null, a KD config path, or {{base: <path>, set: {{...}}}}")
 
 
@@ -190,9 +183,8 @@ def _grid_variants(grid: Any, root: Path, where: str) -> List[Variant]:
     vary = grid.get("vary")
     if not isinstance(vary, Mapping) or not vary:
         raise AblationError(f"{where}: `vary` must map dotted options to lists (or labelled mappings) of values")
-    base_path = Path(grid["base"])
-    base = _load_kd_yaml(base_path, root, where)
-    prefix = grid.get("prefix") or base_path.stem
+    base = _load_kd_yaml(grid["base"], root, where)
+    prefix = grid.get("prefix") or Path(grid["base"]).stem
     axes: List[List[Tuple[str, str, Any]]] = []  # per option: (option, label, value)
     for option, values in vary.items():
         if isinstance(values, Mapping):
@@ -206,9 +198,7 @@ def _grid_variants(grid: Any, root: Path, where: str) -> List[Variant]:
     for combo in itertools.product(*axes):
         name = _check_name("_".join([prefix, *(label for _, label, _ in combo)]), where)
         overrides = {option: value for option, _, value in combo}
-        conf = _overridden(base, overrides, f"{where} ({name})")
-        source = " + ".join([grid["base"], *(f"{k}={v}" for k, v in overrides.items())])
-        variants.append(Variant(name, conf, source))
+        variants.append(_variant(name, grid["base"], base, overrides, f"{where} ({name})"))
     return variants
 
 
@@ -322,13 +312,12 @@ def _common_utterances(variant: Mapping[str, float], reference: Mapping[str, flo
 def paired_over_seeds(
     variant: Mapping[int, Mapping[str, float]], reference: Mapping[int, Mapping[str, float]]
 ) -> Estimate:
-    """Paired difference variant - reference, seed by seed; mean and standard error over seeds.
+    """Paired difference variant - reference, seed by seed (seeds finished for both); mean and standard
+    error over seeds.
 
-    Runs with the same seed share the initialisation and the data order, so their difference removes
-    what the seed does to both. The standard error (sample std of the per-seed differences / sqrt(n))
-    is the uncertainty a reader cares about when asking whether a method helps: how much the gain
-    would move with other training runs. It has n - 1 degrees of freedom, so with 3 seeds it is itself
-    rough. Only seeds finished for both are used.
+    Runs with the same seed share the initialisation and the data order, so their difference removes what
+    the seed does to both; the standard error says how much the gain would move with other training runs
+    (n - 1 degrees of freedom: with 3 seeds it is itself rough).
     """
     seeds = sorted(set(variant) & set(reference))
     diffs = []
@@ -345,11 +334,8 @@ def paired_over_utterances(
     variant: Mapping[int, Mapping[str, float]], reference: Mapping[int, Mapping[str, float]]
 ) -> Estimate:
     """Paired difference variant - reference per utterance (averaged over the common seeds); mean and
-    standard error over utterances.
-
-    This standard error measures how much the difference would move with another test set of the same
-    size, not with other training runs: with few seeds it says whether a difference exceeds utterance
-    noise, but it understates the uncertainty of a method comparison when seeds vary a lot.
+    standard error over utterances: how much it would move with another test set of the same size, not
+    with other training runs (it understates a method comparison's uncertainty when seeds vary a lot).
     """
     seeds = sorted(set(variant) & set(reference))
     if not seeds:
@@ -369,11 +355,9 @@ PAIRED = {"seed": paired_over_seeds, "utterance": paired_over_utterances}
 
 
 def interval(diff: Estimate, level: float = 0.95) -> Tuple[float, float]:
-    """The two-sided Student-t interval of a paired difference: mean ± t(1 - (1 - level) / 2, n - 1) x SE.
-
-    ``diff.spread`` is a standard error over ``diff.n`` units (seeds or utterances); with 3 seeds t is
-    4.30. NaN bounds when the spread is undefined (fewer than 2 units).
-    """
+    """The two-sided Student-t interval mean ± t(1 - (1 - level) / 2, n - 1) x SE of a paired difference
+    (``spread``: its standard error over ``n`` seeds or utterances; with 3 seeds t is 4.30); NaN bounds
+    with fewer than 2 units."""
     if diff.n < 2 or math.isnan(diff.spread) or math.isnan(diff.mean):
         return math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2, diff.n - 1)) * diff.spread
@@ -431,12 +415,11 @@ def set_table(
         planned: number of seeds asked for (the `seeds` column shows finished/planned).
         pairing: ``seed`` (:func:`paired_over_seeds`) or ``utterance`` (:func:`paired_over_utterances`).
     """
-    paired = PAIRED[pairing]
+    diffs = paired_differences(spec, scores, metrics, spec.reference, pairing)
     rows = [[name, "-", *(fmt(means.get(m)) for m in metrics)] for name, means in extra.items()]
     for v in spec.variants:
         runs = {m: scores.get(m, {}).get(v.name, {}) for m in metrics}
-        cells = [_cell(seed_summary(runs[m]), None if v.name == spec.reference
-                       else paired(runs[m], scores.get(m, {}).get(spec.reference, {}))) for m in metrics]
+        cells = [_cell(seed_summary(runs[m]), diffs.get(v.name, {}).get(m)) for m in metrics]
         label = f"{v.name} (reference)" if v.name == spec.reference else v.name
         rows.append([label, f"{max(map(len, runs.values()), default=0)}/{planned}", *cells])
     return markdown_table(["variant", "seeds", *metrics], rows, "lr" + "r" * len(metrics))
@@ -534,9 +517,12 @@ def convergence_table(spec: AblationSpec, expdir: Path, student_tag: str, seeds:
     return markdown_table(header, rows, "lrrrrr") if rows else ""
 
 
-def scored_sets(exps: Sequence[Experiment]) -> List[str]:
-    """Test sets scored in any of the runs, sorted."""
-    return sorted({dset for e in exps for dset in e.scored_sets()})
+def _runs(spec: AblationSpec, expdir: Path, student_tag: str, seeds: Optional[Sequence[int]],
+          test_sets: Optional[Sequence[str]]) -> Tuple[List[int], List[Experiment], List[str]]:
+    """The seeds (default: the spec's), every run, and the test sets (default: those scored in any run)."""
+    seeds = list(seeds if seeds is not None else spec.seeds)
+    exps = [experiment(expdir, student_tag, v, s) for v in spec.variants for s in seeds]
+    return seeds, exps, list(test_sets) if test_sets else sorted({d for e in exps for d in e.scored_sets()})
 
 
 def _number(x: float) -> Optional[float]:
@@ -561,9 +547,7 @@ def baseline_differences(
     """
     if spec.baseline is None or not spec.kd_variants:
         return None
-    seeds = list(seeds if seeds is not None else spec.seeds)
-    sets = list(test_sets) if test_sets else scored_sets(
-        [experiment(expdir, student_tag, v, s) for v in spec.variants for s in seeds])
+    seeds, _, sets = _runs(spec, expdir, student_tag, seeds, test_sets)
     out: Dict[str, Any] = {"spec": spec.name, "reference": spec.baseline.name, "pairing": pairing, "level": level,
                            "sets": {}}
     for dset in sets:
@@ -598,10 +582,7 @@ def ablation_table(
     """
     if pairing not in PAIRED:
         raise ValueError(f"pairing={pairing!r}: choose one of {sorted(PAIRED)}")
-    seeds = list(seeds if seeds is not None else spec.seeds)
-    extra = dict(extra or {})
-    exps = [experiment(expdir, student_tag, v, s) for v in spec.variants for s in seeds]
-    sets = list(test_sets) if test_sets else scored_sets(exps)
+    seeds, exps, sets = _runs(spec, expdir, student_tag, seeds, test_sets)
     training = training_budget(exps)
     spread = {
         "seed": "standard error over seeds (differences taken seed by seed)",
@@ -625,7 +606,7 @@ def ablation_table(
     for dset in sets:
         scores, metrics = load_scores(spec, expdir, student_tag, dset, seeds)
         extra_means = {}
-        for name, d in extra.items():
+        for name, d in (extra or {}).items():
             if (summary := Experiment(name, Path(d)).summary(dset)) is not None:
                 extra_means[name] = {m: s["mean"] for m, s in summary.items()}
         table = set_table(spec, scores, metrics, extra_means, len(seeds), pairing) if metrics else "(no scores yet)"

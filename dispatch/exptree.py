@@ -470,6 +470,16 @@ def load_experiment(name: str, exp_dir: PathLike) -> Experiment:
     return Experiment(name, Path(exp_dir), read_config(Path(exp_dir)))
 
 
+def load_models(models: Sequence[Tuple[str, PathLike]], reserved: Sequence[str]) -> List[Experiment]:
+    """The ``(row name, experiment dir)`` arguments of make_results and make_report, loaded; names must be
+    unique and none of ``reserved`` (the rows or columns of the data)."""
+    names = [name for name, _ in models]
+    bad = sorted({n for n in names if names.count(n) > 1} | (set(reserved) & set(names)))
+    if bad:
+        raise TreeError(f"row names must be unique and not {' or '.join(map(repr, reserved))}: {', '.join(bad)}")
+    return [load_experiment(name, d) for name, d in models]
+
+
 def model_arg(item: str) -> Tuple[str, Path]:
     """argparse type of the ``name=experiment_dir`` arguments of make_results and make_report."""
     name, sep, path = item.partition("=")

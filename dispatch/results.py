@@ -27,7 +27,7 @@ from dispatch.exptree import (
     Experiment,
     TrainingLog,
     TreeError,
-    load_experiment,
+    load_models,
     ordered_metrics,
     read_summary,
     scan_experiments,
@@ -44,13 +44,8 @@ MAC_INPUT_SECONDS = 1.0
 
 
 def plain_kd_references(exps: Sequence[Experiment], plain_kd: Optional[str] = None) -> Dict[str, str]:
-    """Row name -> name of the plain KD row it is compared with.
-
-    Args:
-        exps: the rows.
-        plain_kd: a row every other KD row is compared with; None: each selective KD row with the plain
-            KD row of the same :meth:`Experiment.distance_signature` (if there is one).
-    """
+    """Row name -> the plain KD row it is compared with: ``plain_kd`` for every other KD row, or (None) for
+    each selective KD row the plain KD row of the same :meth:`Experiment.distance_signature`, if any."""
     if plain_kd is not None:
         if plain_kd not in {e.name for e in exps}:
             raise TreeError(f"--plain_kd {plain_kd}: no such row (rows: {', '.join(e.name for e in exps)})")
@@ -64,16 +59,12 @@ def plain_kd_references(exps: Sequence[Experiment], plain_kd: Optional[str] = No
 
 
 def model_complexity(config_file: Path, fs: int) -> Tuple[float, float]:
-    """Parameters and multiply-accumulates per second of audio of an espnet2 enhancement model.
+    """(Millions of parameters, millions of multiply-accumulates per second of audio) of an espnet2 model.
 
-    The model is built from its config alone (weights do not change the count) and run by
-    ``forward_enhance`` on ``MAC_INPUT_SECONDS`` of noise at ``fs`` under
-    :class:`torch.utils.flop_counter.FlopCounterMode`; MACs = FLOPs / 2. The counter sees matrix
-    products and convolutions (RNNs included: oneDNN's fused RNN kernel, which it cannot see, is
-    switched off for the count); FFTs, normalisations and activations are not counted.
-
-    Returns:
-        (millions of parameters, millions of MACs per second of audio).
+    The model is built from its config alone (weights do not change the count) and its ``forward_enhance``
+    run on ``MAC_INPUT_SECONDS`` of noise under :class:`torch.utils.flop_counter.FlopCounterMode`; MACs =
+    FLOPs / 2. The counter sees matrix products and convolutions (RNNs too: oneDNN's fused RNN kernel, which
+    it cannot see, is switched off); FFTs, normalisations and activations are not counted.
     """
     from espnet2.tasks.enh import EnhancementTask
     from torch.utils.flop_counter import FlopCounterMode
@@ -133,24 +124,7 @@ def set_table(rows: Sequence[Row], baseline: Optional[str]) -> str:
     return markdown_table(["model", "params (M)", "MMAC/s", *metrics, "plain KD"], lines, "lrr" + "r" * len(metrics) + "l")
 
 
-@dataclass
-class UtterancePictures:
-    """Pictures of one chosen test utterance: why it was chosen and one selection figure per KD row."""
-
-    utt: str
-    reasons: List[str]
-    figures: Dict[str, Path]
-
-
-@dataclass
-class SetPictures:
-    """The pictured utterances of a test set and the rule that chose them, in words."""
-
-    rule: str
-    utterances: List[UtterancePictures]
-
-
-def write_utterance_pictures(
+def utterance_pictures(
     exps: Sequence[Experiment],
     dset: str,
     data_dir: Path,
@@ -160,8 +134,9 @@ def write_utterance_pictures(
     rank_metric: str,
     utts: Sequence[str] = (),
     fs: int = 16000,
-) -> SetPictures:
-    """Selection figures (:func:`dispatch.plots.save_selection_png`) of the chosen utterances of a test set.
+    link_base: Path = Path("."),
+) -> List[str]:
+    """RESULTS.md's table of the selection figures (:func:`dispatch.plots.save_selection_png`) of a test set.
 
     The utterances are those of :func:`dispatch.report.choose.choose_for_set` (gains over ``reference``,
     the baseline student or the noisy input), plus ``utts``. Each KD row that distils a selection of
@@ -173,48 +148,46 @@ def write_utterance_pictures(
         raise TreeError(f"--teacher {teacher}: no such row (rows: {', '.join(by_name)})")
     losses = {e.name: loss for e in exps if (loss := e.selection_loss(fs)) is not None}
     if not losses:
-        return SetPictures("", [])
+        return []
     noisy, clean = AudioList.read("noisy", data_dir / dset / "wav.scp"), AudioList.read("clean", data_dir / dset / "spk1.scp")
     fixed = [u for u in utts if u in noisy.paths]  # with several test sets, each id belongs to one
     chosen, rule = choose_for_set(exps, dset, reference.name if reference else "a reference",
                                   reference.scores(dset, rank_metric) if reference else None, noisy.paths.keys(),
                                   fixed, rank_metric)
     outputs = {name: by_name[name].enhanced(dset) for name in [teacher, *losses]}
-    pictures = []
+    rows = []
     for utt, reasons in chosen.items():
         wav_fs = noisy.sample_rate(utt)
         inputs = [noisy.mono(utt, wav_fs), clean.mono(utt, wav_fs)]
         waves = {name: audio.mono(utt, wav_fs) for name, audio in outputs.items()}
-        figures = {}
-        for name, loss in losses.items():
-            figures[name] = save_selection_png(
-                *inputs, waves[teacher], waves[name], wav_fs, loss,
-                images_dir / f"{safe_name(dset)}_{safe_name(utt)}_{safe_name(name)}.png",
-                title=f"{dset} / {utt}: {name} ({'; '.join(reasons)})",
-            )
-        pictures.append(UtterancePictures(utt, reasons, figures))
-    return SetPictures(rule, pictures)
+        figures = [save_selection_png(*inputs, waves[teacher], waves[name], wav_fs, loss,
+                                      images_dir / f"{safe_name(dset)}_{safe_name(utt)}_{safe_name(name)}.png",
+                                      title=f"{dset} / {utt}: {name} ({'; '.join(reasons)})")
+                   for name, loss in losses.items()]
+        rows.append([utt, "; ".join(reasons), *(f"[png]({_link(f, link_base)})" for f in figures)])
+    if not rows:
+        return []
+    return ["", f"Spectrograms, Knowledge Gap Score and selected patches per KD student, for {rule}:", "",
+            markdown_table(["utterance", "chosen as", *losses], rows, "l" * (len(losses) + 2))]
 
 
-def write_training_pictures(logs: Dict[str, TrainingLog], images_dir: Path) -> Dict[str, Path]:
-    """Training curves of every row with statistics, and the selected fraction per band of the KD rows.
-
-    Args:
-        logs: row name -> its training statistics (empty for a row not trained here).
-
-    Returns:
-        caption -> PNG (empty when no experiment has training statistics).
-    """
+def training_section(logs: Dict[str, TrainingLog], images_dir: Optional[Path], link_base: Path) -> List[str]:
+    """RESULTS.md's training section: the cost table, and with ``images_dir`` the curves of every row with
+    statistics and the selected fraction per band of the KD rows ([] when no row has statistics)."""
+    cost = training_cost_table(logs)
     trained = {name: log for name, log in logs.items() if log}
+    selecting = {name: log for name, log in trained.items() if selection_keys(log)}
     pictures = {}
-    if trained:
+    if images_dir is not None and trained:
         pictures["training curves"] = save_training_curves_png(
             trained, images_dir / "training_curves.png", keys=CURVE_KEYS)
-    selecting = {name: log for name, log in trained.items() if selection_keys(log)}
-    if selecting:
+    if images_dir is not None and selecting:
         pictures["fraction of bins selected for KD per frequency band"] = save_band_selection_png(
             selecting, images_dir / "band_selection.png")
-    return pictures
+    if not (cost or pictures):
+        return []
+    return ["", "## Training", "", *([cost, ""] if cost else []),
+            *(f"![{caption}]({_link(path, link_base)})\n" for caption, path in pictures.items())]
 
 
 def training_cost_table(logs: Dict[str, TrainingLog]) -> str:
@@ -236,16 +209,6 @@ def training_cost_table(logs: Dict[str, TrainingLog]) -> str:
 
 def _link(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
-
-
-def _pictures_section(pictures: SetPictures, base: Path) -> List[str]:
-    if not pictures.utterances:
-        return []
-    names = list(dict.fromkeys(n for p in pictures.utterances for n in p.figures))
-    links = [[p.utt, "; ".join(p.reasons), *(f"[png]({_link(p.figures[n], base)})" if n in p.figures else "-"
-                                            for n in names)] for p in pictures.utterances]
-    return ["", f"Spectrograms, Knowledge Gap Score and selected patches per KD student, for {pictures.rule}:", "",
-            markdown_table(["utterance", "chosen as", *names], links, "l" * (len(names) + 2))]
 
 
 def machine_description() -> str:
@@ -316,11 +279,8 @@ def make_results(
         report: the listening page (dispatch.bin.make_report's index.html), linked from the header.
         include: markdown pages appended at the end with their headings one level down (ablation tables).
     """
-    names = [name for name, _ in models]
-    duplicates = sorted({n for n in names if names.count(n) > 1} | ({"noisy"} & set(names)))
-    if duplicates:
-        raise TreeError(f"row names must be unique and not 'noisy': {', '.join(duplicates)}")
-    exps = [load_experiment(name, Path(d)) for name, d in models]
+    exps = load_models(models, reserved=("noisy",))
+    names = [e.name for e in exps]
     if baseline and baseline not in names:
         raise TreeError(f"--baseline {baseline}: no such row (rows: {', '.join(names)})")
     if scan_dir is not None:
@@ -371,15 +331,9 @@ def make_results(
                 rows.append(Row(e.name, summary, *complexity.get(e.name, (None, None)), plain.get(e.name)))
         parts += ["", f"## {dset}", "", set_table(rows, baseline) if rows else "(no scores yet)"]
         if images_dir is not None and data_dir is not None and rows:
-            pictures = write_utterance_pictures(
-                exps, dset, Path(data_dir), Path(images_dir), teacher, reference, rank_metric, utts, fs)
-            parts += _pictures_section(pictures, link_base)
-    logs = {e.name: e.training_log() for e in exps}
-    cost = training_cost_table(logs)
-    training = write_training_pictures(logs, Path(images_dir)) if images_dir is not None else {}
-    if cost or training:
-        parts += ["", "## Training", ""] + ([cost, ""] if cost else [])
-        parts += [f"![{caption}]({_link(path, link_base)})\n" for caption, path in training.items()]
+            parts += utterance_pictures(exps, dset, Path(data_dir), Path(images_dir), teacher, reference, rank_metric,
+                                        utts, fs, link_base)
+    parts += training_section({e.name: e.training_log() for e in exps}, images_dir and Path(images_dir), link_base)
     # The ONNX export records of stage 12, so that a rerun of this stage keeps their table.
     deployment = deployment_section([(e.name, e.exp_dir) for e in exps])
     parts += ["", *deployment] if deployment else []

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import quote, unquote, urlsplit
@@ -30,7 +30,7 @@ from dispatch.exptree import (
     Experiment,
     Scores,
     TreeError,
-    load_experiment,
+    load_models,
     read_grid_differences,
     read_scores,
 )
@@ -68,7 +68,7 @@ class Cell:
 class Row:
     utt: str
     reasons: List[str]
-    cells: List[Cell] = field(default_factory=list)
+    cells: List[Cell]
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,8 @@ class Column:
 
 
 class _LocalLinks(Treeprocessor):
-    """Make the relative links of a markdown file work from the page.
-
-    Images it shows or links to are copied into ``copy_dir`` (so that the page stays self-contained when
-    moved); other targets (the page itself, experiment files) are rebased onto the page's folder.
-    """
+    """Relative links of a markdown file made to work from the page: the images it shows or links to are
+    copied into ``copy_dir`` (the page folder stays self-contained), other targets rebased onto it."""
 
     def __init__(self, md: markdown.Markdown, src_dir: Path, page_dir: Path, copy_dir: Path):
         super().__init__(md)
@@ -120,8 +117,7 @@ class _LocalLinks(Treeprocessor):
 
 
 def render_markdown(path: Path, page_dir: Path, copy_dir: Path) -> Markup:
-    """HTML of a markdown file (tables included); its pictures copied to ``copy_dir``, its other relative
-    links rebased onto ``page_dir`` (see :class:`_LocalLinks`)."""
+    """HTML of a markdown file (tables included), its links made local (:class:`_LocalLinks`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -154,58 +150,24 @@ def _fingerprint(options: dict, files: Iterable[Path]) -> str:
     return hashlib.sha1(json.dumps([options, stats], sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _utterance_row(
-    utt: str,
-    reasons: List[str],
-    folder: Path,
-    page_dir: Path,
-    columns: Sequence[Column],
-    fs: int,
-    scores: Dict[str, Dict[str, Scores]],
-    masks: Dict[str, DISPatchLoss],
-    teacher: str,
-) -> Row:
+def _utterance_row(utt: str, reasons: List[str], folder: Path, page_dir: Path, columns: Sequence[Column], fs: int,
+                   scores: Dict[str, Dict[str, Scores]], masks: Dict[str, DISPatchLoss], teacher: str) -> Row:
     """Audio, spectrogram, scores and (for DISPatch students) selection mask of every column on ``utt``,
     the files written under ``folder``; paths in the row are relative to ``page_dir``."""
     wavs = {c.name: c.audio.mono(utt, fs) for c in columns}
-    row = Row(utt, reasons)
+    row = Row(utt, reasons, [])
     for c in columns:
         stem = folder / safe_name(c.name)
         audio = place_audio(c.audio.path(utt), stem)
         spectrogram = save_spectrogram_png(wavs[c.name], fs, stem.with_suffix(".png"), title=c.name)
-        selection = None
-        if c.name in masks:
-            selection = save_selection_png(
-                *(wavs[k] for k in ("noisy", "clean", teacher, c.name)), fs, masks[c.name],
-                folder / f"{safe_name(c.name)}_selection.png", title=f"{c.name} on {utt}: patches distilled",
-            )
-        values = [(m, per_utt.get(utt)) for m, per_utt in scores[c.name].items()]
-        row.cells.append(Cell(
-            c.name, _relative(audio, page_dir), _relative(spectrogram, page_dir),
-            [(m, f"{v:.3f}") for m, v in values if v is not None],
-            selection and _relative(selection, page_dir),
-        ))
+        selection = save_selection_png(
+            *(wavs[k] for k in ("noisy", "clean", teacher, c.name)), fs, masks[c.name],
+            folder / f"{safe_name(c.name)}_selection.png", title=f"{c.name} on {utt}: patches distilled",
+        ) if c.name in masks else None
+        values = [(m, f"{per_utt[utt]:.3f}") for m, per_utt in scores[c.name].items() if per_utt.get(utt) is not None]
+        row.cells.append(Cell(c.name, _relative(audio, page_dir), _relative(spectrogram, page_dir), values,
+                              selection and _relative(selection, page_dir)))
     return row
-
-
-def _columns(data_dir: Path, noisy_scoring: Path, models: Sequence[Tuple[str, Path]], test_set: str) -> List[Column]:
-    """Noisy, clean, then the models in the given order, each with its audio list read.
-
-    Raises:
-        TreeError: for a repeated or reserved model name, a missing audio list or scoring folder.
-    """
-    names = [name for name, _ in models]
-    for reserved in ("noisy", "clean"):
-        if reserved in names:
-            raise TreeError(f"model name {reserved!r} is reserved for the input and reference columns")
-    if len(set(names)) != len(names):
-        raise TreeError(f"model names must be unique, got {names}")
-    if not noisy_scoring.is_dir():
-        raise TreeError(f"--noisy_scoring {noisy_scoring}: no such folder (run the scoring stage first)")
-    exps = [load_experiment(name, exp_dir) for name, exp_dir in models]
-    return [Column(AudioList.read("noisy", data_dir / "wav.scp"), noisy_scoring),
-            Column(AudioList.read("clean", data_dir / "spk1.scp")),
-            *(Column(e.enhanced(test_set), e.scoring_dir(test_set), e) for e in exps)]
 
 
 def build_report(
@@ -227,24 +189,26 @@ def build_report(
     Args:
         output_dir: folder of the page (``exp/report``); its ``assets/`` is rewritten.
         results_md: RESULTS.md, whose tables are folded at the end of the page.
-        test_set: name of the test set (``<exp>/enhanced_<test_set>``).
-        data_dir: formatted data dir of the test set (``wav.scp`` noisy, ``spk1.scp`` clean).
+        data_dir: formatted data dir of ``test_set`` (``wav.scp`` noisy, ``spk1.scp`` clean).
         noisy_scoring: scoring folder of the noisy input.
         models: ``(name, experiment dir)`` in column order.
-        baseline: model name of the student trained without KD; "" to rank gains over the noisy input.
-        teacher: model name of the teacher, whose output the selection masks need.
-        utts: utterance ids shown besides the ranked ones.
-        rank_metric: per-utterance metric of the choice rule (see :mod:`dispatch.report.choose`).
+        baseline: the student trained without KD; "" to rank gains over the noisy input.
+        teacher: the teacher, whose output the selection masks need.
+        utts, rank_metric: the choice of utterances (see :mod:`dispatch.report.choose`).
         show_metrics: per-utterance scores printed under each player (those that were scored).
-        ablation_root: folder of the ablation grids (``exp/ablation``); each grid with a student trained
+        ablation_root: folder of the ablation grids (``exp/ablation``): each grid with a student trained
             alone and scores of ``test_set`` gets a picture of its paired differences after the players.
 
     Raises:
         TreeError: naming the option, file or utterance that is missing or malformed.
     """
-    columns = _columns(data_dir, noisy_scoring, models, test_set)
+    exps = load_models(models, reserved=("noisy", "clean"))
+    if not noisy_scoring.is_dir():
+        raise TreeError(f"--noisy_scoring {noisy_scoring}: no such folder (run the scoring stage first)")
+    columns = [Column(AudioList.read("noisy", data_dir / "wav.scp"), noisy_scoring),
+               Column(AudioList.read("clean", data_dir / "spk1.scp")),
+               *(Column(e.enhanced(test_set), e.scoring_dir(test_set), e) for e in exps)]
     by_name = {c.name: c for c in columns}
-    exps = [c.experiment for c in columns if c.experiment is not None]
     for option, name in (("--baseline", baseline), ("--teacher", teacher)):
         if name and (name not in by_name or by_name[name].experiment is None):
             raise TreeError(f"{option} {name}: not one of the models ({', '.join(n for n, _ in models)})")
@@ -288,26 +252,19 @@ def build_report(
                        scores, masks, teacher)
         for i, (utt, reasons) in enumerate(chosen.items(), 1)
     ]
-    curves = []  # (path, caption)
-    if trained:
-        logs = {name: e.training_log() for name, e in trained.items()}
-        curves = [
-            (save_training_curves_png(logs, output_dir / ASSETS / "training_curves.png"),
-             "task loss, KD loss and fraction of bins distilled; train solid, valid dashed"),
-            (save_band_selection_png(logs, output_dir / ASSETS / "kd_selected.png"),
-             "fraction of bins distilled per MSSP band, per KD student"),
-        ]
-    grids = [(_relative(path, output_dir), caption) for path, caption in grid_pictures(
-        read_grid_differences(ablation_root) if ablation_root else [], test_set, output_dir / ASSETS)]
+    logs = {name: e.training_log() for name, e in trained.items()}
+    curves = [
+        (save_training_curves_png(logs, output_dir / ASSETS / "training_curves.png"),
+         "task loss, KD loss and fraction of bins distilled; train solid, valid dashed"),
+        (save_band_selection_png(logs, output_dir / ASSETS / "kd_selected.png"),
+         "fraction of bins distilled per MSSP band, per KD student"),
+    ] if trained else []
+    grids = grid_pictures(read_grid_differences(ablation_root) if ablation_root else [], test_set, output_dir / ASSETS)
     html = render_page(
-        test_set=test_set,
-        grids=grids,
-        results=render_markdown(results_md, output_dir, output_dir / ASSETS / "results_md"),
-        rule=rule,
-        rows=rows,
-        columns=[c.name for c in columns],
-        masks=list(masks),
+        test_set=test_set, rule=rule, rows=rows, columns=[c.name for c in columns], masks=list(masks),
+        grids=[(_relative(path, output_dir), caption) for path, caption in grids],
         curves=[(_relative(path, output_dir), caption) for path, caption in curves],
+        results=render_markdown(results_md, output_dir, output_dir / ASSETS / "results_md"),
         date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
     )
     write_text_atomic(page, html)
