@@ -89,14 +89,9 @@ def seed_suffix(seed: int) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where one run of ``enh_kd.sh`` puts its experiments.
-
-    Attributes:
-        expdir: the experiments folder.
-        teacher_tag, student_tag: names of the teacher and the baseline student.
-        tag_suffix: appended to every student name (the teacher is shared).
-        teacher_model: a given teacher (experiment dir, zip or zoo name); "" for the trained one.
-    """
+    """Where one run of ``enh_kd.sh`` puts its experiments: ``tag_suffix`` is appended to every student's
+    name (the teacher is shared); ``teacher_model`` is a given teacher (experiment dir, zip or zoo name),
+    "" for the trained one."""
 
     expdir: Path
     teacher_tag: str
@@ -131,11 +126,9 @@ class Layout:
 
     @property
     def ablation_root(self) -> Path:
-        """Folder of the ablation grids, ``<ablation_root>/<spec name>``."""
         return self.expdir / ABLATIONS
 
     def ablation_dir(self, spec: str) -> Path:
-        """An ablation grid's folder: ``conf/`` (its expanded KD configs) and its paired differences."""
         return self.ablation_root / spec
 
     def models(self, kd_configs: Sequence[PathLike], baseline: bool = True) -> Dict[str, str]:
@@ -184,29 +177,30 @@ def mean_score(scores: Scores) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def read_summary(scoring_dir: Path) -> Optional[Dict[str, dict]]:
-    """Metric -> {mean, std, count} of one scored set (dispatch.bin.enh_score's summary.json), or None."""
+def _summary_json(scoring_dir: Path) -> Optional[Dict[str, Any]]:
     path = scoring_dir / "summary.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("enhanced")
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise TreeError(f"{path}: not valid JSON: {e}") from e
+
+
+def read_summary(scoring_dir: Path) -> Optional[Dict[str, dict]]:
+    """Metric -> {mean, std, count} of one scored set (dispatch.bin.enh_score's summary.json), or None."""
+    summary = _summary_json(scoring_dir)
+    return None if summary is None else summary.get("enhanced")
 
 
 def stale_scores(scoring_dir: Path) -> Optional[str]:
     """Why the scores in ``scoring_dir`` no longer describe the audio they name, or None if they do.
 
     enh_score records in summary.json the text hash of each list it scored and a hash of the size and
-    mtime of every audio file the list names; a list or an audio file changed since (stage 2 or 7 redone
-    without stage 8) makes the scores stale. A summary without these records (older, or written by
-    another tool) cannot be checked and is taken as it is.
+    mtime of every audio file it names: a list or file changed since (stage 2 or 7 redone without stage
+    8) makes the scores stale. A summary without these records cannot be checked and is taken as it is.
     """
-    try:
-        config = json.loads((scoring_dir / "summary.json").read_text(encoding="utf-8")).get("config") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    config = (_summary_json(scoring_dir) or {}).get("config") or {}
     for key in SCORED_LISTS:
         recorded = config.get(key)
         if not isinstance(recorded, dict) or "audio_sha256" not in recorded:
@@ -280,13 +274,8 @@ class AudioList:
 
 @dataclass(frozen=True)
 class Experiment:
-    """One espnet2 enhancement experiment of the tree, under its row name.
-
-    Attributes:
-        name: row name (``teacher``, ``baseline``, ``kd_dispatch_l2``, ...).
-        exp_dir: experiment folder (for a teacher given packed: the folder of its outputs).
-        config: its ``config.yaml`` (empty for a folder without one).
-    """
+    """One espnet2 enhancement experiment under its row name (``teacher``, ``baseline``, ``kd_l2``, ...):
+    ``exp_dir`` is the folder of its outputs (of a teacher given packed too), ``config`` its config.yaml."""
 
     name: str
     exp_dir: Path
@@ -342,13 +331,9 @@ class Experiment:
         return teacher_sample_rate(self.config) or default
 
     def selection_loss(self, fs: int):
-        """The KD loss as training built it (:func:`dispatch.kd_config.check_kd_options`, which
-        EnhancementKDTask calls), if it distils a selection of spectrogram patches; None otherwise
-        (no KD, si_snr KD, or conventional KD of every bin: no mask to show).
-
-        Args:
-            fs: sampling rate of a config that does not record one (band edges in Hz need it).
-        """
+        """The KD loss as training built it (:func:`dispatch.kd_config.check_kd_options`, at ``fs`` unless
+        the config records a rate), if it distils a selection of spectrogram patches; None otherwise (no
+        KD, si_snr KD, or conventional KD of every bin: no mask to show)."""
         if not self.is_selective:
             return None
         from dispatch.kd_config import KDConfigError, check_kd_options
@@ -365,11 +350,9 @@ class Experiment:
     def scoring_dir(self, dset: str) -> Path:
         return self.exp_dir / f"enhanced_{dset}" / "scoring"
 
-    def enhanced_scp(self, dset: str) -> Path:
-        return self.exp_dir / f"enhanced_{dset}" / "spk1.scp"
-
     def enhanced(self, dset: str) -> AudioList:
-        return AudioList.read(self.name, self.enhanced_scp(dset), " (run the enhancement stage first)")
+        return AudioList.read(self.name, self.exp_dir / f"enhanced_{dset}" / "spk1.scp",
+                              " (run the enhancement stage first)")
 
     def summary(self, dset: str) -> Optional[Dict[str, dict]]:
         """Metric means of ``dset`` once its scoring finished (summary.json marks completion), else None."""
@@ -394,11 +377,7 @@ class Experiment:
 
 def _numeric(value) -> Optional[float]:
     """A logged statistic as float; None for what is not a number (durations, text)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float, np.number)):
-        return float(value)
-    if isinstance(value, str):
+    if isinstance(value, (int, float, np.number, str)) and not isinstance(value, bool):
         try:
             return float(value)
         except ValueError:
@@ -421,17 +400,13 @@ def _parse_train_log(path: Path) -> Dict[int, Dict[str, Dict[str, object]]]:
 
 
 def read_training_log(exp_dir: PathLike) -> TrainingLog:
-    """Per-epoch statistics of an espnet2 training: phase (train, valid) -> key -> values of epochs 1..N.
+    """Per-epoch statistics of an espnet2 training: phase (train, valid) -> key -> values of epochs 1..N
+    (NaN for an epoch missing from the source; keys that are not numbers left out; {} if nothing is logged).
 
     The source is the reporter state in ``checkpoint.pth``: unlike ``log/train.log``, which the job
     backend rewrites each time the training is resumed (a finished training rerun with ``--resume true``
     leaves a log without a single epoch line), it holds every epoch at full precision. Without a
-    checkpoint the ``<N>epoch results`` lines of ``log/train.log`` are read. Epochs missing from the
-    source are NaN, so that ``values[i]`` is always epoch ``i + 1``; keys that are not numbers (durations)
-    are left out.
-
-    Returns:
-        e.g. ``{"train": {"loss": [...], "kd_loss": [...], ...}, "valid": {...}}``; empty if nothing is logged.
+    checkpoint the ``<N>epoch results`` lines of ``log/train.log`` are read.
     """
     checkpoint, log = (Path(exp_dir) / name for name in TRAINING_STATS)
     if checkpoint.is_file():
@@ -490,13 +465,9 @@ def model_arg(item: str) -> Tuple[str, Path]:
 
 def scan_experiments(scan_dir: Path, known: Sequence[Experiment], test_sets: Sequence[str],
                      baseline_dir: Optional[Path] = None) -> List[Experiment]:
-    """Scored experiments under ``scan_dir`` that are not in ``known``, sorted by name.
-
-    This keeps a KD variant trained by an earlier run (with other ``--kd_configs``) in the tables. An
-    experiment counts if it has a config.yaml and a summary.json for one of ``test_sets``. Its row name is
-    its folder name less the baseline's folder name and ``_`` in front (KD students are
-    ``<baseline>_<kd config>``). The runs of an ablation (``_seed<N>``) are left out: their seeds are
-    summarised in the ablation's own table.
+    """Scored experiments under ``scan_dir`` (a config.yaml and a summary.json of one of ``test_sets``) not
+    in ``known``, sorted by name: a KD variant trained by an earlier run keeps its row. The row name is the
+    folder name less ``<baseline folder>_``; ablation runs (``_seed<N>``) are left to their own tables.
     """
     seen = {e.exp_dir.resolve() for e in known}
     names = {e.name for e in known}

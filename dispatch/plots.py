@@ -1,8 +1,8 @@
 """Pictures of KD experiments (PNG, matplotlib): spectrograms, patch selection, training curves.
 
 Figures are built with matplotlib's object-oriented API (``matplotlib.figure.Figure``, rendered by Agg),
-so importing this module never touches pyplot's global state or needs a display. Every file is
-written atomically (a reader never sees half a PNG).
+so importing this module never touches pyplot's global state or needs a display. Every ``save_*``
+function writes its PNG atomically (a reader never sees half a file) and returns its path.
 """
 from __future__ import annotations
 
@@ -27,11 +27,10 @@ DYNAMIC_RANGE_DB = 80.0  # spectrograms show this many dB below their maximum
 _BAND_KEY = re.compile(r"kd_selected_band(\d+)$")
 
 
-def _save(fig: Figure, path: PathLike, dpi: int = 100) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return path
+def _save(fig: Figure, path: PathLike) -> Path:
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return Path(path)
 
 
 def _db(spec: torch.Tensor) -> np.ndarray:
@@ -50,16 +49,7 @@ def _image(ax, data: np.ndarray, fs: int, hop: int, **kwargs):
 
 
 def save_spectrogram_png(wav: np.ndarray, fs: int, path: PathLike, title: Optional[str] = None) -> Path:
-    """Log-magnitude spectrogram of one waveform (32 ms Hann window, 75 % overlap).
-
-    Args:
-        wav: (samples,) waveform.
-        fs: sampling rate in Hz.
-        path: PNG file to write.
-
-    Returns:
-        ``path``.
-    """
+    """Log-magnitude spectrogram of a (samples,) waveform at ``fs`` Hz (32 ms Hann window, 75 % overlap)."""
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
         raise ValueError(f"save_spectrogram_png: expected a mono waveform (samples,), got shape {wav.shape}")
@@ -108,12 +98,7 @@ def save_selection_png(
 
     Args:
         noisy, clean, teacher, student: (samples,) waveforms of the same utterance (cut to the shortest).
-        fs: sampling rate in Hz.
         kd_loss: a :class:`DISPatchLoss` (or :class:`DFKDLoss`), as built from the KD student's config.
-        path: PNG file to write.
-
-    Returns:
-        ``path``.
     """
     if not isinstance(kd_loss, DISPatchLoss):
         raise TypeError(
@@ -197,16 +182,8 @@ def save_training_curves_png(
     path: PathLike,
     keys: Sequence[str] = ("task_loss", "kd_loss", "kd_selected"),
 ) -> Path:
-    """One panel per statistic, one colour per experiment; train solid, valid dashed, over epochs.
-
-    Args:
-        logs: experiment name -> its training statistics (:meth:`dispatch.exptree.Experiment.training_log`).
-        path: PNG file to write.
-        keys: statistics to draw; an experiment that did not log one is left out of its panel.
-
-    Returns:
-        ``path``.
-    """
+    """One panel per statistic of ``keys``, one colour per experiment (name -> its
+    :meth:`dispatch.exptree.Experiment.training_log`); train solid, valid dashed, over epochs."""
     colors = {name: f"C{i % 10}" for i, name in enumerate(logs)}
     fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
@@ -222,14 +199,8 @@ def save_training_curves_png(
 
 
 def save_band_selection_png(logs: Mapping[str, TrainingLog], path: PathLike) -> Path:
-    """Fraction of bins selected for KD per frequency band over epochs, one panel per KD experiment.
-
-    Bands are MSSP's (``kd_selected_band<i>``, low to high); a single-band loss shows ``kd_selected``.
-    Experiments without selection statistics (teacher, baseline) are left out.
-
-    Returns:
-        ``path``.
-    """
+    """Fraction of bins selected for KD per band (:func:`selection_keys`) over epochs, one panel per KD
+    experiment; experiments without selection statistics (teacher, baseline) are left out."""
     logs = {name: log for name, log in logs.items() if selection_keys(log)}
     fig = Figure(figsize=(5 * max(1, len(logs)), 4), layout="constrained")
     axes = fig.subplots(1, max(1, len(logs)), squeeze=False)[0]
@@ -253,16 +224,12 @@ def save_paired_differences_png(
     reference: str,
     title: str = "",
 ) -> Path:
-    """One panel per metric: each variant's paired difference to ``reference`` with its interval.
+    """One panel per metric: each variant's paired difference to ``reference`` with its interval, 1000 px
+    wide (it fits a 1280-px window beside the page margins).
 
     Args:
         differences: metric -> variant -> {"mean", "low", "high", "n"} (bounds None when undefined, e.g.
             one seed), as :func:`dispatch.ablation.baseline_differences` writes them for one test set.
-        path: PNG file to write (1000 px wide: it fits a 1280-px window beside the page margins).
-        reference: name of the variant subtracted, for the axis label.
-
-    Returns:
-        ``path``.
     """
     names = list(dict.fromkeys(v for per_metric in differences.values() for v in per_metric))
     fig = Figure(figsize=(10, 1.4 + 0.35 * len(names)), layout="constrained")
