@@ -62,13 +62,9 @@ class AblationError(ValueError):
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of an ablation: a KD config (``None`` for the baseline student without KD).
-
-    Attributes:
-        name: row name, KD config file name and part of the experiment name.
-        kd_config: the KD options merged onto the student config, or None (no KD).
-        source: where the options come from, e.g. ``conf/kd/kd_dispatch_l2.yaml + kd_loss_conf.topk=0.2``.
-    """
+    """One row of an ablation: ``name`` names its KD config file and experiments; ``kd_config`` is merged
+    onto the student config (None: the baseline student without KD); ``source`` says where it comes from,
+    e.g. ``conf/kd/kd_dispatch_l2.yaml + kd_loss_conf.topk=0.2``."""
 
     name: str
     kd_config: Optional[Dict[str, Any]]
@@ -89,7 +85,6 @@ class AblationSpec:
 
     @property
     def baseline(self) -> Optional[Variant]:
-        """The variant without KD, if the grid has one."""
         return next((v for v in self.variants if v.kd_config is None), None)
 
     @property
@@ -103,23 +98,18 @@ class AblationSpec:
 def set_dotted(conf: Mapping[str, Any], key: str, value: Any) -> Dict[str, Any]:
     """A copy of ``conf`` with the nested option ``a.b.c`` set to ``value`` (missing levels created)."""
     head, _, rest = key.partition(".")
-    out = dict(conf)
     if not rest:
-        out[head] = value
-        return out
-    inner = out.get(head) or {}
+        return {**conf, head: value}
+    inner = conf.get(head) or {}
     if not isinstance(inner, Mapping):
         raise AblationError(f"cannot set {key!r}: {head!r} is {inner!r}, not a mapping of options")
-    out[head] = set_dotted(inner, rest, value)
-    return out
+    return {**conf, head: set_dotted(inner, rest, value)}
 
 
 def value_label(value: Any) -> str:
     """Short, file-name-safe text of an option value: 0.2 -> 0.2, [20, 1] -> 20x1, [[10, 1], [40, 1]] -> 10x1-40x1."""
     if isinstance(value, (list, tuple)):
-        if any(isinstance(v, (list, tuple)) for v in value):
-            return "-".join(value_label(v) for v in value)
-        return "x".join(value_label(v) for v in value)
+        return ("-" if any(isinstance(v, (list, tuple)) for v in value) else "x").join(map(value_label, value))
     if isinstance(value, float):
         return str(value)
     return re.sub(r"[^A-Za-z0-9.-]+", "-", str(value))
@@ -287,11 +277,8 @@ class Estimate:
 
 
 def seed_summary(per_seed: Mapping[int, Mapping[str, float]]) -> Estimate:
-    """Mean and sample standard deviation (ddof=1) over seeds of each seed's mean over utterances.
-
-    The standard deviation describes how much a variant's test score moves with the seed (initialisation
-    and data order); utterances with a NaN score are left out of their seed's mean, as in summary.json.
-    """
+    """Mean and sample standard deviation (ddof=1; how much the score moves with the seed) over seeds of
+    each seed's mean over utterances (NaN scores left out, as in summary.json)."""
     values = np.array([np.nanmean(list(u.values())) for u in per_seed.values()], dtype=float)
     if values.size == 0:
         return Estimate(math.nan, math.nan, 0)
@@ -410,10 +397,9 @@ def set_table(
 
     Args:
         scores: metric -> variant -> seed -> utterance -> value (finished seeds only).
-        metrics: columns, in order.
         extra: single-run rows shown first (noisy input, teacher): name -> metric -> mean.
         planned: number of seeds asked for (the `seeds` column shows finished/planned).
-        pairing: ``seed`` (:func:`paired_over_seeds`) or ``utterance`` (:func:`paired_over_utterances`).
+        pairing: a key of :data:`PAIRED`.
     """
     diffs = paired_differences(spec, scores, metrics, spec.reference, pairing)
     rows = [[name, "-", *(fmt(means.get(m)) for m in metrics)] for name, means in extra.items()]
@@ -438,11 +424,8 @@ def difference_table(
 def load_scores(
     spec: AblationSpec, expdir: Path, student_tag: str, test_set: str, seeds: Sequence[int]
 ) -> Tuple[Dict[str, Dict[str, Dict[int, Dict[str, float]]]], List[str]]:
-    """Per-utterance scores of every finished (variant, seed) of a test set, and the metrics found.
-
-    Returns:
-        (metric -> variant -> seed -> utterance -> value, metrics in table order).
-    """
+    """Per-utterance scores of every finished (variant, seed) of a test set, metric -> variant -> seed ->
+    utterance -> value, and the metrics found in table order."""
     scores: Dict[str, Dict[str, Dict[int, Dict[str, float]]]] = {}
     summaries = []
     for v in spec.variants:
@@ -465,10 +448,8 @@ BUDGET_KEYS = ("max_epoch", "num_iters_per_epoch", "batch_size", "chunk_length",
 
 
 def training_budget(exps: Sequence[Experiment]) -> str:
-    """The training budget the experiments' config.yaml files record (epochs, batches, optimiser, schedule).
-
-    Differing budgets are listed each with its experiments: a table over mixed budgets must say so.
-    """
+    """The training budget the experiments' config.yaml files record (epochs, batches, optimiser, schedule);
+    differing budgets are listed each with its experiments: a table over mixed budgets must say so."""
     budgets: Dict[str, List[str]] = {}
     for exp in exps:
         if not exp.config:  # not trained yet
@@ -482,13 +463,9 @@ def training_budget(exps: Sequence[Experiment]) -> str:
 
 def convergence(exp: Experiment) -> Optional[Tuple[str, int, int, float, float]]:
     """How far one training got along its model-selection criterion (the config's first
-    ``best_model_criterion``, e.g. valid si_snr_loss, min).
-
-    Returns:
-        (criterion, epochs, best epoch, best value, gain of the last quarter of the epochs over the
-        quarter before: mean improvement in the criterion's direction, ~0 once converged); None without
-        a training log or criterion.
-    """
+    ``best_model_criterion``): (criterion, epochs, best epoch, best value, mean gain of the last quarter of
+    the epochs over the quarter before in the criterion's direction, ~0 once converged); None without a
+    training log or criterion."""
     criteria = exp.config.get("best_model_criterion") or []
     if not criteria:
         return None
@@ -573,10 +550,9 @@ def ablation_table(
     """The whole ablation results page (markdown) from the experiment tree.
 
     Args:
-        spec: the ablation; ``spec_path`` is only quoted in the page.
+        spec_path: only quoted in the page.
         expdir, student_tag: experiments are found by :func:`experiment`.
-        seeds: the seeds to collect (default: the spec's).
-        test_sets: default: every set scored in any experiment of the ablation.
+        seeds, test_sets: default: the spec's seeds, every set scored in any run of the ablation.
         extra: single-run rows shown above the variants, name -> experiment dir (e.g. noisy, teacher).
         pairing: how the paired difference to the reference is taken, ``seed`` or ``utterance``.
     """

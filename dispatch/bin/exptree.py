@@ -21,13 +21,9 @@ from typing import List, Optional
 from dispatch.exptree import Layout, config_name, seed_suffix
 
 
-def _layout(args: argparse.Namespace) -> Layout:
-    return Layout.of(args.expdir, args.student_config, args.teacher_config or None, args.tag_suffix,
-                     args.teacher_tag, args.student_tag, args.teacher_model)
-
-
 def layout(args: argparse.Namespace) -> str:
-    tree = _layout(args)
+    tree = Layout.of(args.expdir, args.student_config, args.teacher_config or None, args.tag_suffix,
+                     args.teacher_tag, args.student_tag, args.teacher_model)
     kd_configs = args.kd_configs.split()
     models = tree.models(kd_configs, baseline=not args.skip_baseline)
     values = {"teacher_tag": tree.teacher_tag, "student_tag": tree.student_tag, "teacher_exp": tree.teacher_dir,

@@ -22,20 +22,8 @@ def choose_utterances(
     known: Collection[str] = (),
     metric: str = "PESQ_WB",
 ) -> Dict[str, List[str]]:
-    """Utterance id -> why it was chosen, ranked ones first (best, median, worst), then ``fixed``.
-
-    Args:
-        subject, reference: per-utterance scores of the two systems compared.
-        fixed: ids shown whatever their scores (the ``--utts`` option).
-        known: every id of the test set, to check ``fixed`` against.
-        metric: name of the metric, for the reasons.
-
-    Returns:
-        An ordered dict; an utterance picked for several reasons is listed once with all of them.
-
-    Raises:
-        TreeError: if a fixed id is not in ``known``.
-    """
+    """Utterance id -> why it was chosen (all its reasons), ranked ones first (best, median, worst), then
+    ``fixed`` (``--utts``, shown whatever their scores; each must be in ``known``, the test set's ids)."""
     unknown = [u for u in fixed if u not in known]
     if unknown:
         raise TreeError(f"--utts: unknown utterance id(s) {', '.join(unknown)} (not in the test set)")
@@ -63,12 +51,8 @@ def choose_for_set(
     fixed: Sequence[str] = (),
     metric: str = "PESQ_WB",
 ) -> Tuple[Dict[str, List[str]], str]:
-    """The utterances of ``dset`` to show (see :func:`choose_utterances`) and the rule in words.
-
-    Args:
-        exps: the models; the subject is the best of them other than ``reference``.
-        reference, reference_scores: the baseline student or the noisy input, and its ``metric`` scores.
-    """
+    """The utterances of ``dset`` to show (:func:`choose_utterances`) and the rule in words; the subject
+    is the best of ``exps`` other than ``reference`` (the baseline student or the noisy input)."""
     subject = best_student(exps, dset, metric, exclude=[reference])
     subject_scores = subject.scores(dset, metric) if subject else None
     if not subject_scores or not reference_scores:
