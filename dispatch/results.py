@@ -96,8 +96,6 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: 
 
 @dataclass
 class Row:
-    """One line of a test set's table."""
-
     name: str
     summary: Dict[str, dict]
     params: Optional[float] = None  # millions
@@ -218,27 +216,6 @@ def machine_description() -> str:
             f"torch {torch.__version__}, dispatch {__version__}")
 
 
-def _header(exps: Sequence[Experiment], baseline: Optional[str], command: str) -> List[str]:
-    """Title, date, machine, command, how to read the tables, and each row's experiment, config and KD."""
-    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return [
-        "# Results",
-        "",
-        f"- date: {now}",
-        f"- machine: {machine_description()}",
-        *([f"- command: `{command}`"] if command else []),
-        "- values are means over the test set; in brackets the change against the baseline student"
-        f" ({baseline}), then after ' / ' against the row's plain KD reference (last column: the KD row with"
-        " `selection: all` and the same distance)",
-        "- params: parameters of the model; MMAC/s: millions of multiply-accumulates per second of audio"
-        " (FLOPs / 2 counted by torch.utils.flop_counter on 1 s of input; matrix products, convolutions"
-        " and RNNs; FFTs, normalisations and activations not counted)",
-        "",
-        markdown_table(["model", "experiment", "config", "KD"],
-                       ([e.name, f"`{e.exp_dir}`", f"`{e.config_path}`", e.kd_description()] for e in exps), "llll"),
-    ]
-
-
 def make_results(
     models: Sequence[Tuple[str, Path]],
     test_sets: Sequence[str],
@@ -275,7 +252,7 @@ def make_results(
         images_dir: folder of the pictures; None: no pictures.
         link_base: folder RESULTS.md is written to (links are relative to it).
         teacher: row whose output the selection pictures use.
-        rank_metric, utts: how the pictured utterances are chosen (see :func:`write_utterance_pictures`).
+        rank_metric, utts: how the pictured utterances are chosen (see :func:`utterance_pictures`).
         report: the listening page (dispatch.bin.make_report's index.html), linked from the header.
         include: markdown pages appended at the end with their headings one level down (ablation tables).
     """
@@ -302,7 +279,22 @@ def make_results(
         except Exception as err:  # any espnet2 model may fail a 1 s random input; the table must still be written
             logging.warning(f"{e.name}: parameters and MACs not counted ({type(err).__name__}: {err})")
 
-    parts = _header(exps, baseline, command)
+    parts = [
+        "# Results",
+        "",
+        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- machine: {machine_description()}",
+        *([f"- command: `{command}`"] if command else []),
+        "- values are means over the test set; in brackets the change against the baseline student"
+        f" ({baseline}), then after ' / ' against the row's plain KD reference (last column: the KD row with"
+        " `selection: all` and the same distance)",
+        "- params: parameters of the model; MMAC/s: millions of multiply-accumulates per second of audio"
+        " (FLOPs / 2 counted by torch.utils.flop_counter on 1 s of input; matrix products, convolutions"
+        " and RNNs; FFTs, normalisations and activations not counted)",
+        "",
+        markdown_table(["model", "experiment", "config", "KD"],
+                       ([e.name, f"`{e.exp_dir}`", f"`{e.config_path}`", e.kd_description()] for e in exps), "llll"),
+    ]
     if report is not None:
         parts += ["", f"Listening page: [{_link(Path(report), link_base)}]({_link(Path(report), link_base)})"
                   " (the page and the pictures below are written with the experiments, which git does not keep:"
