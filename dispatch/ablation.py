@@ -30,7 +30,6 @@ per-utterance scores of every variant and seed; :func:`ablation_table` writes th
 """
 from __future__ import annotations
 
-import datetime
 import itertools
 import math
 import re
@@ -44,7 +43,7 @@ from scipy import stats
 
 from dispatch.exptree import Experiment, Layout, compact_value, load_experiment, ordered_metrics, seed_suffix
 from dispatch.kd_config import KDConfigError, check_kd_options
-from dispatch.results import fmt, machine_description, markdown_table
+from dispatch.results import date_text, fmt, machine_description, markdown_table
 
 SPEC_KEYS = ("description", "seeds", "reference", "also_compare", "metrics", "variants", "grid")
 GRID_KEYS = ("base", "prefix", "vary")
@@ -568,7 +567,7 @@ def ablation_table(
         f"# Ablation: {spec.name}",
         "",
         *([spec.description.strip(), ""] if spec.description.strip() else []),
-        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- date: {date_text()}",
         f"- machine: {machine_description()}",
         *([f"- training: {training}"] if training else []),
         f"- spec: `{spec_path}`; seeds: {' '.join(map(str, seeds))}; "

@@ -429,11 +429,11 @@ def read_training_log(exp_dir: PathLike) -> TrainingLog:
     return out
 
 
-def read_grid_differences(ablation_root: Path) -> List[Dict[str, Any]]:
+def read_grid_differences(ablation_root: Optional[Path]) -> List[Dict[str, Any]]:
     """The paired differences to the student alone of every ablation grid under ``ablation_root``
     (:func:`dispatch.ablation.baseline_differences`), sorted by spec name; [] when there is none."""
     grids = []
-    for path in sorted(Path(ablation_root).glob(f"*/{PAIRED_DIFFERENCES}")):
+    for path in sorted(Path(ablation_root).glob(f"*/{PAIRED_DIFFERENCES}")) if ablation_root else []:
         try:
             grids.append(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError) as e:

@@ -35,7 +35,7 @@ from dispatch.exptree import (
 )
 from dispatch.plots import save_band_selection_png, save_selection_png, save_training_curves_png, selection_keys
 from dispatch.report.assets import safe_name
-from dispatch.report.choose import choose_for_set
+from dispatch.report.choose import check_utts, choose_for_set
 from dispatch.version import __version__
 
 # Training statistics drawn as curves (espnet2's "loss" is task_weight * task + kd_weight * KD).
@@ -148,10 +148,9 @@ def utterance_pictures(
     if not losses:
         return []
     noisy, clean = AudioList.read("noisy", data_dir / dset / "wav.scp"), AudioList.read("clean", data_dir / dset / "spk1.scp")
-    fixed = [u for u in utts if u in noisy.paths]  # with several test sets, each id belongs to one
     chosen, rule = choose_for_set(exps, dset, reference.name if reference else "a reference",
                                   reference.scores(dset, rank_metric) if reference else None, noisy.paths.keys(),
-                                  fixed, rank_metric)
+                                  utts, rank_metric)
     outputs = {name: by_name[name].enhanced(dset) for name in [teacher, *losses]}
     rows = []
     for utt, reasons in chosen.items():
@@ -207,6 +206,11 @@ def training_cost_table(logs: Dict[str, TrainingLog]) -> str:
 
 def _link(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def date_text() -> str:
+    """Now, as the results pages record it: ``2026-12-08 00:20 UTC``."""
+    return datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 def machine_description() -> str:
@@ -265,10 +269,8 @@ def make_results(
         exps += scan_experiments(scan_dir, exps, test_sets, base_dir)
     plain = plain_kd_references(exps, plain_kd)
     if images_dir is not None and data_dir is not None and utts:
-        known = set().union(*(AudioList.read("noisy", Path(data_dir) / s / "wav.scp").paths for s in test_sets))
-        unknown = [u for u in utts if u not in known]
-        if unknown:
-            raise TreeError(f"--utts: {', '.join(unknown)} not in the test sets ({', '.join(test_sets)})")
+        check_utts(utts, set().union(*(AudioList.read("noisy", Path(data_dir) / s / "wav.scp").paths
+                                       for s in test_sets)), test_sets)
 
     complexity = {}
     for e in exps:
@@ -282,7 +284,7 @@ def make_results(
     parts = [
         "# Results",
         "",
-        f"- date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"- date: {date_text()}",
         f"- machine: {machine_description()}",
         *([f"- command: `{command}`"] if command else []),
         "- values are means over the test set; in brackets the change against the baseline student"

@@ -224,11 +224,11 @@ def test_choose_rule():
     subject = {"a": 1.0, "b": 3.0, "c": 2.0, "d": math.nan, "e": 1.5}
     reference = dict.fromkeys(known, 1.0)
     # Gains a 0, e 0.5, c 1, b 2 (d has no score: not ranked); the median of an even count is the lower one.
-    chosen = choose_utterances(subject, reference, ["d", "b"], known)
+    chosen = choose_utterances(subject, reference, ["d", "b"])
     assert chosen == {"b": ["best PESQ_WB gain (+2.000)", "chosen by --utts"], "e": ["median PESQ_WB gain (+0.500)"],
                       "a": ["worst PESQ_WB gain (+0.000)"], "d": ["chosen by --utts"]}
     assert list(chosen) == ["b", "e", "a", "d"]
-    assert list(choose_utterances({"a": 2.0}, {"a": 1.0}, (), {"a"})) == ["a"]
+    assert list(choose_utterances({"a": 2.0}, {"a": 1.0})) == ["a"]
 
 
 def _chromium():

@@ -25,7 +25,6 @@ from typing import List, Optional
 from dispatch.data.atomic import write_text_atomic
 from dispatch.exptree import TreeError, model_arg
 from dispatch.results import make_results
-from dispatch.scoring.inputs import ScoringInputError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -68,7 +67,7 @@ def main(cmd: Optional[List[str]] = None) -> int:
             teacher=args.teacher, rank_metric=args.rank_metric, utts=[u for u in args.utts.split(",") if u],
             report=args.report, include=args.include,
         )
-    except (TreeError, ScoringInputError) as e:
+    except TreeError as e:
         logging.error(f"make_results: {e}")
         return 1
     write_text_atomic(args.output, text)

@@ -15,18 +15,18 @@ from typing import Collection, Dict, List, Optional, Sequence, Tuple
 from dispatch.exptree import Experiment, Scores, TreeError, best_student
 
 
+def check_utts(utts: Sequence[str], known: Collection[str], test_sets: Sequence[str]) -> None:
+    """Refuse ``--utts`` ids that are in none of the test sets (``known``: their ids)."""
+    unknown = [u for u in utts if u not in known]
+    if unknown:
+        raise TreeError(f"--utts: {', '.join(unknown)} not in the test sets ({', '.join(test_sets)})")
+
+
 def choose_utterances(
-    subject: Scores,
-    reference: Scores,
-    fixed: Sequence[str] = (),
-    known: Collection[str] = (),
-    metric: str = "PESQ_WB",
+    subject: Scores, reference: Scores, fixed: Sequence[str] = (), metric: str = "PESQ_WB"
 ) -> Dict[str, List[str]]:
     """Utterance id -> why it was chosen (all its reasons), ranked ones first (best, median, worst), then
-    ``fixed`` (``--utts``, shown whatever their scores; each must be in ``known``, the test set's ids)."""
-    unknown = [u for u in fixed if u not in known]
-    if unknown:
-        raise TreeError(f"--utts: unknown utterance id(s) {', '.join(unknown)} (not in the test set)")
+    ``fixed`` (``--utts``, shown whatever their scores)."""
     gains = sorted(
         (subject[u] - reference[u], u)
         for u in subject.keys() & reference.keys()
@@ -51,14 +51,16 @@ def choose_for_set(
     fixed: Sequence[str] = (),
     metric: str = "PESQ_WB",
 ) -> Tuple[Dict[str, List[str]], str]:
-    """The utterances of ``dset`` to show (:func:`choose_utterances`) and the rule in words; the subject
-    is the best of ``exps`` other than ``reference`` (the baseline student or the noisy input)."""
+    """The utterances of ``dset`` to show (:func:`choose_utterances`, ``fixed`` ids of other sets left out)
+    and the rule in words; the subject is the best of ``exps`` other than ``reference`` (the baseline
+    student or the noisy input)."""
+    fixed = [u for u in fixed if u in known]
     subject = best_student(exps, dset, metric, exclude=[reference])
     subject_scores = subject.scores(dset, metric) if subject else None
     if not subject_scores or not reference_scores:
         rule = f"the --utts utterances (no per-utterance {metric} of a student and of {reference} to rank by)"
-        return choose_utterances({}, {}, fixed, known, metric), rule
+        return choose_utterances({}, {}, fixed, metric), rule
     role = "the KD student" if subject.kd_loss_name else "the model (no KD student given)"
     rule = (f"the utterances with the best, median and worst per-utterance {metric} gain of {subject.name} "
             f"({role} with the highest mean {metric}) over {reference}" + (", plus --utts" if fixed else ""))
-    return choose_utterances(subject_scores, reference_scores, fixed, known, metric), rule
+    return choose_utterances(subject_scores, reference_scores, fixed, metric), rule

@@ -7,7 +7,6 @@ output folder, so the folder can be moved, zipped or opened straight from the fi
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import logging
@@ -25,7 +24,6 @@ from markupsafe import Markup
 
 from dispatch.data.atomic import atomic_path, write_text_atomic
 from dispatch.exptree import (
-    PAIRED_DIFFERENCES,
     AudioList,
     Experiment,
     Scores,
@@ -43,7 +41,8 @@ from dispatch.plots import (
     save_training_curves_png,
 )
 from dispatch.report.assets import place_audio, safe_name
-from dispatch.report.choose import choose_for_set
+from dispatch.report.choose import check_utts, choose_for_set
+from dispatch.results import date_text
 from dispatch.version import __version__
 
 PAGE = "index.html"
@@ -212,6 +211,7 @@ def build_report(
     for option, name in (("--baseline", baseline), ("--teacher", teacher)):
         if name and (name not in by_name or by_name[name].experiment is None):
             raise TreeError(f"{option} {name}: not one of the models ({', '.join(n for n, _ in models)})")
+    check_utts(utts, by_name["noisy"].audio.paths, [test_set])
     reference = by_name[baseline or "noisy"]
     chosen, rule = choose_for_set(exps, test_set, reference.name, read_scores(reference.scoring_dir / rank_metric),
                                   by_name["noisy"].audio.paths.keys(), utts, rank_metric)
@@ -226,10 +226,10 @@ def build_report(
 
     metrics = list(dict.fromkeys([rank_metric, *show_metrics]))
     trained = {e.name: e for e in exps if e.training_stats()}
+    grids = read_grid_differences(ablation_root)
     options = {"version": __version__, "test_set": test_set, "models": [f"{n}={d}" for n, d in models],
-               "baseline": baseline, "teacher": teacher, "chosen": chosen, "metrics": metrics}
+               "baseline": baseline, "teacher": teacher, "chosen": chosen, "metrics": metrics, "grids": grids}
     inputs = [results_md] + [f for e in trained.values() for f in e.training_stats()]
-    inputs += sorted(Path(ablation_root).glob(f"*/{PAIRED_DIFFERENCES}")) if ablation_root else []
     for c in columns:
         inputs += [c.audio.scp] + [c.audio.path(u) for u in chosen]
         inputs += [c.scoring_dir / m for m in metrics] if c.scoring_dir else []
@@ -259,13 +259,13 @@ def build_report(
         (save_band_selection_png(logs, output_dir / ASSETS / "kd_selected.png"),
          "fraction of bins distilled per MSSP band, per KD student"),
     ] if trained else []
-    grids = grid_pictures(read_grid_differences(ablation_root) if ablation_root else [], test_set, output_dir / ASSETS)
+    grids = grid_pictures(grids, test_set, output_dir / ASSETS)
     html = render_page(
         test_set=test_set, rule=rule, rows=rows, columns=[c.name for c in columns], masks=list(masks),
         grids=[(_relative(path, output_dir), caption) for path, caption in grids],
         curves=[(_relative(path, output_dir), caption) for path, caption in curves],
         results=render_markdown(results_md, output_dir, output_dir / ASSETS / "results_md"),
-        date=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        date=date_text(),
     )
     write_text_atomic(page, html)
     write_text_atomic(stamp, json.dumps({"fingerprint": fingerprint, "utterances": chosen, "rule": rule}, indent=2))
