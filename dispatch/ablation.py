@@ -256,11 +256,37 @@ def kd_config_text(variant: Variant, spec_path: Union[str, Path]) -> str:
 # ------------------------------------------------------------------ experiments and scores
 
 
-def experiment(expdir: Path, student_tag: str, variant: Variant, seed: int) -> Experiment:
-    """One seed's run of a variant, as enh_kd.sh names it for run_ablation.sh (:class:`dispatch.exptree.Layout`)."""
-    layout = Layout(Path(expdir), "", student_tag, seed_suffix(seed))
-    exp_dir = layout.student_dir(None if variant.kd_config is None else variant.name)
-    return load_experiment(exp_dir.name, exp_dir)
+# (variant name, seed) -> its run, in spec and seed order
+Runs = Dict[Tuple[str, int], Experiment]
+
+
+def _runs(spec: AblationSpec, expdir: Path, student_tag: str, seeds: Optional[Sequence[int]],
+          test_sets: Optional[Sequence[str]]) -> Tuple[List[int], Runs, List[str]]:
+    """The seeds (default: the spec's), every run, named as enh_kd.sh names it for run_ablation.sh
+    (:class:`dispatch.exptree.Layout`), and the test sets (default: those scored in any run)."""
+    seeds = list(seeds if seeds is not None else spec.seeds)
+    dirs = {(v.name, s): Layout(Path(expdir), "", student_tag, seed_suffix(s)).student_dir(
+        None if v.kd_config is None else v.name) for v in spec.variants for s in seeds}
+    runs = {key: load_experiment(d.name, d) for key, d in dirs.items()}
+    return seeds, runs, list(test_sets) if test_sets else sorted({d for e in runs.values() for d in e.scored_sets()})
+
+
+def load_scores(spec: AblationSpec, runs: Runs, test_set: str) -> Tuple[Dict[str, Scores], List[str]]:
+    """Per-utterance scores of every finished run of a test set, metric -> variant -> seed -> utterance ->
+    value, and the metrics found in table order."""
+    scores: Dict[str, Any] = {}
+    summaries = []
+    for (name, seed), exp in runs.items():
+        summary = exp.summary(test_set)
+        if summary is None:  # scoring not finished
+            continue
+        summaries.append(summary)
+        for metric in summary:
+            if (values := exp.scores(test_set, metric)) is not None:
+                scores.setdefault(metric, {}).setdefault(name, {})[seed] = values
+    found = ordered_metrics(summaries)
+    metrics = [m for m in spec.metrics if m in found] if spec.metrics else found
+    return scores, metrics
 
 
 # ------------------------------------------------------------------ statistics
@@ -275,24 +301,34 @@ class Estimate:
     n: int
 
 
+def _estimate(values: Sequence[float], spread=stats.sem) -> Estimate:
+    """Mean and ``spread`` of ``values`` (NaN spread for fewer than 2; NaN mean for none)."""
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return Estimate(math.nan, math.nan, 0)
+    return Estimate(float(np.mean(values)), float(spread(values)) if values.size > 1 else math.nan, int(values.size))
+
+
 def seed_summary(per_seed: Mapping[int, Mapping[str, float]]) -> Estimate:
     """Mean and sample standard deviation (ddof=1; how much the score moves with the seed) over seeds of
     each seed's mean over utterances (NaN scores left out, as in summary.json)."""
-    values = np.array([np.nanmean(list(u.values())) for u in per_seed.values()], dtype=float)
-    if values.size == 0:
-        return Estimate(math.nan, math.nan, 0)
-    spread = float(np.std(values, ddof=1)) if values.size > 1 else math.nan
-    return Estimate(float(np.mean(values)), spread, int(values.size))
+    return _estimate([np.nanmean(list(u.values())) for u in per_seed.values()], lambda v: np.std(v, ddof=1))
 
 
-def _common_utterances(variant: Mapping[str, float], reference: Mapping[str, float], seed: int) -> List[str]:
-    if set(variant) != set(reference):
-        only = sorted(set(variant) ^ set(reference))[:5]
-        raise AblationError(
-            f"seed {seed}: variant and reference were scored on different utterances (e.g. {only}): "
-            "rescore both on the same test set"
-        )
-    return sorted(variant)
+def _differences(
+    variant: Mapping[int, Mapping[str, float]], reference: Mapping[int, Mapping[str, float]]
+) -> Dict[int, Dict[str, float]]:
+    """Seed finished for both -> utterance (sorted) -> variant - reference; both scored on the same utterances."""
+    diffs = {}
+    for s in sorted(set(variant) & set(reference)):
+        if set(variant[s]) != set(reference[s]):
+            only = sorted(set(variant[s]) ^ set(reference[s]))[:5]
+            raise AblationError(
+                f"seed {s}: variant and reference were scored on different utterances (e.g. {only}): "
+                "rescore both on the same test set"
+            )
+        diffs[s] = {u: variant[s][u] - reference[s][u] for u in sorted(variant[s])}
+    return diffs
 
 
 def paired_over_seeds(
@@ -305,15 +341,7 @@ def paired_over_seeds(
     the seed does to both; the standard error says how much the gain would move with other training runs
     (n - 1 degrees of freedom: with 3 seeds it is itself rough).
     """
-    seeds = sorted(set(variant) & set(reference))
-    diffs = []
-    for s in seeds:
-        utts = _common_utterances(variant[s], reference[s], s)
-        diffs.append(np.nanmean([variant[s][u] - reference[s][u] for u in utts]))
-    if not diffs:
-        return Estimate(math.nan, math.nan, 0)
-    se = float(stats.sem(diffs)) if len(diffs) > 1 else math.nan
-    return Estimate(float(np.mean(diffs)), se, len(diffs))
+    return _estimate([np.nanmean(list(d.values())) for d in _differences(variant, reference).values()])
 
 
 def paired_over_utterances(
@@ -323,18 +351,15 @@ def paired_over_utterances(
     standard error over utterances: how much it would move with another test set of the same size, not
     with other training runs (it understates a method comparison's uncertainty when seeds vary a lot).
     """
-    seeds = sorted(set(variant) & set(reference))
-    if not seeds:
-        return Estimate(math.nan, math.nan, 0)
-    utts = _common_utterances(variant[seeds[0]], reference[seeds[0]], seeds[0])
-    for s in seeds[1:]:
-        if _common_utterances(variant[s], reference[s], s) != utts:
-            raise AblationError(f"seed {s} was scored on other utterances than seed {seeds[0]}")
-    diffs = np.array([[variant[s][u] - reference[s][u] for u in utts] for s in seeds], dtype=float)
-    per_utt = np.nanmean(diffs, axis=0)
-    per_utt = per_utt[~np.isnan(per_utt)]
-    se = float(stats.sem(per_utt)) if per_utt.size > 1 else math.nan
-    return Estimate(float(np.mean(per_utt)), se, int(per_utt.size))
+    diffs = _differences(variant, reference)
+    if not diffs:
+        return _estimate([])
+    first = min(diffs)
+    for s, d in diffs.items():
+        if list(d) != list(diffs[first]):
+            raise AblationError(f"seed {s} was scored on other utterances than seed {first}")
+    per_utt = np.nanmean(np.array([list(d.values()) for d in diffs.values()], dtype=float), axis=0)
+    return _estimate(per_utt[~np.isnan(per_utt)])
 
 
 PAIRED = {"seed": paired_over_seeds, "utterance": paired_over_utterances}
@@ -370,18 +395,13 @@ def paired_differences(
 # ------------------------------------------------------------------ table
 
 
-def _diff_text(diff: Estimate) -> str:
-    se = "" if math.isnan(diff.spread) else f" ± {fmt(diff.spread)}"
-    return f"{fmt(diff.mean, signed=True)}{se}" + (" †" if exceeds_noise(diff) else "")
-
-
-def _cell(summary: Estimate, diff: Optional[Estimate]) -> str:
-    if summary.n == 0:
+def _text(e: Estimate, signed: bool = False) -> str:
+    """A cell: ``mean ± spread`` ("-" over no units); a paired difference (``signed``) gets a † where its
+    :func:`interval` excludes zero."""
+    if e.n == 0:
         return "-"
-    cell = fmt(summary.mean) + ("" if math.isnan(summary.spread) else f" ± {fmt(summary.spread)}")
-    if diff is not None and diff.n > 0:
-        cell += f" ({_diff_text(diff)})"
-    return cell
+    return (fmt(e.mean, signed) + ("" if math.isnan(e.spread) else f" ± {fmt(e.spread)}")
+            + (" †" if signed and exceeds_noise(e) else ""))
 
 
 def set_table(
@@ -404,7 +424,10 @@ def set_table(
     rows = [[name, "-", *(fmt(means.get(m)) for m in metrics)] for name, means in extra.items()]
     for v in spec.variants:
         runs = {m: scores.get(m, {}).get(v.name, {}) for m in metrics}
-        cells = [_cell(seed_summary(runs[m]), diffs.get(v.name, {}).get(m)) for m in metrics]
+        cells = []
+        for m in metrics:
+            summary, diff = seed_summary(runs[m]), diffs.get(v.name, {}).get(m)
+            cells.append(_text(summary) + (f" ({_text(diff, signed=True)})" if summary.n and diff and diff.n else ""))
         label = f"{v.name} (reference)" if v.name == spec.reference else v.name
         rows.append([label, f"{max(map(len, runs.values()), default=0)}/{planned}", *cells])
     return markdown_table(["variant", "seeds", *metrics], rows, "lr" + "r" * len(metrics))
@@ -415,31 +438,9 @@ def difference_table(
 ) -> str:
     """Markdown table of the paired differences of every other variant to ``reference`` (± standard error)."""
     rows = [[name, str(max((d.n for d in diffs.values()), default=0)),
-             *(_diff_text(diffs[m]) if diffs[m].n > 0 else "-" for m in metrics)]
+             *(_text(diffs[m], signed=True) for m in metrics)]
             for name, diffs in paired_differences(spec, scores, metrics, reference, pairing).items()]
     return markdown_table([f"variant - {reference}", "pairs", *metrics], rows, "lr" + "r" * len(metrics))
-
-
-def load_scores(
-    spec: AblationSpec, expdir: Path, student_tag: str, test_set: str, seeds: Sequence[int]
-) -> Tuple[Dict[str, Dict[str, Dict[int, Dict[str, float]]]], List[str]]:
-    """Per-utterance scores of every finished (variant, seed) of a test set, metric -> variant -> seed ->
-    utterance -> value, and the metrics found in table order."""
-    scores: Dict[str, Dict[str, Dict[int, Dict[str, float]]]] = {}
-    summaries = []
-    for v in spec.variants:
-        for seed in seeds:
-            exp = experiment(expdir, student_tag, v, seed)
-            summary = exp.summary(test_set)
-            if summary is None:  # scoring not finished
-                continue
-            summaries.append(summary)
-            for metric in summary:
-                if (values := exp.scores(test_set, metric)) is not None:
-                    scores.setdefault(metric, {}).setdefault(v.name, {})[seed] = values
-    found = ordered_metrics(summaries)
-    metrics = [m for m in spec.metrics if m in found] if spec.metrics else found
-    return scores, metrics
 
 
 BUDGET_KEYS = ("max_epoch", "num_iters_per_epoch", "batch_size", "chunk_length", "optim", "optim_conf",
@@ -479,26 +480,17 @@ def convergence(exp: Experiment) -> Optional[Tuple[str, int, int, float, float]]
     return f"{phase} {key} ({mode})", int(values.size), best + 1, float(values[best]), float(gain)
 
 
-def convergence_table(spec: AblationSpec, expdir: Path, student_tag: str, seeds: Sequence[int]) -> str:
+def convergence_table(spec: AblationSpec, runs: Runs) -> str:
     """Markdown table: per variant, the means over seeds of :func:`convergence` (scored runs only)."""
     rows, criterion = [], ""
     for v in spec.variants:
-        exps = [experiment(expdir, student_tag, v, s) for s in seeds]
-        runs = [c for e in exps if e.scored_sets() and (c := convergence(e)) is not None]
-        if runs:
-            criterion = runs[0][0]
-            epochs, best_epoch, best, gain = (np.mean([r[i] for r in runs]) for i in range(1, 5))
-            rows.append([v.name, str(len(runs)), f"{epochs:.0f}", f"{best_epoch:.1f}", f"{best:.3f}", f"{gain:+.3f}"])
+        found = [c for (name, _), e in runs.items() if name == v.name and e.scored_sets() and (c := convergence(e))]
+        if found:
+            criterion = found[0][0]
+            epochs, best_epoch, best, gain = (np.mean([r[i] for r in found]) for i in range(1, 5))
+            rows.append([v.name, str(len(found)), f"{epochs:.0f}", f"{best_epoch:.1f}", f"{best:.3f}", f"{gain:+.3f}"])
     header = ["variant", "runs", "epochs", "best epoch", f"best {criterion}", "gain of the last quarter"]
     return markdown_table(header, rows, "lrrrrr") if rows else ""
-
-
-def _runs(spec: AblationSpec, expdir: Path, student_tag: str, seeds: Optional[Sequence[int]],
-          test_sets: Optional[Sequence[str]]) -> Tuple[List[int], List[Experiment], List[str]]:
-    """The seeds (default: the spec's), every run, and the test sets (default: those scored in any run)."""
-    seeds = list(seeds if seeds is not None else spec.seeds)
-    exps = [experiment(expdir, student_tag, v, s) for v in spec.variants for s in seeds]
-    return seeds, exps, list(test_sets) if test_sets else sorted({d for e in exps for d in e.scored_sets()})
 
 
 def _number(x: float) -> Optional[float]:
@@ -523,11 +515,11 @@ def baseline_differences(
     """
     if spec.baseline is None or not spec.kd_variants:
         return None
-    seeds, _, sets = _runs(spec, expdir, student_tag, seeds, test_sets)
+    _, runs, sets = _runs(spec, expdir, student_tag, seeds, test_sets)
     out: Dict[str, Any] = {"spec": spec.name, "reference": spec.baseline.name, "pairing": pairing, "level": level,
                            "sets": {}}
     for dset in sets:
-        scores, metrics = load_scores(spec, expdir, student_tag, dset, seeds)
+        scores, metrics = load_scores(spec, runs, dset)
         diffs = paired_differences(spec, scores, metrics, spec.baseline.name, pairing)
         out["sets"][dset] = {
             m: {name: dict(zip(("mean", "low", "high"), map(_number, (d[m].mean, *interval(d[m], level)))), n=d[m].n)
@@ -550,15 +542,15 @@ def ablation_table(
 
     Args:
         spec_path: only quoted in the page.
-        expdir, student_tag: experiments are found by :func:`experiment`.
+        expdir, student_tag: where the runs are (:func:`_runs`).
         seeds, test_sets: default: the spec's seeds, every set scored in any run of the ablation.
         extra: single-run rows shown above the variants, name -> experiment dir (e.g. noisy, teacher).
         pairing: how the paired difference to the reference is taken, ``seed`` or ``utterance``.
     """
     if pairing not in PAIRED:
         raise ValueError(f"pairing={pairing!r}: choose one of {sorted(PAIRED)}")
-    seeds, exps, sets = _runs(spec, expdir, student_tag, seeds, test_sets)
-    training = training_budget(exps)
+    seeds, runs, sets = _runs(spec, expdir, student_tag, seeds, test_sets)
+    training = training_budget(list(runs.values()))
     spread = {
         "seed": "standard error over seeds (differences taken seed by seed)",
         "utterance": "standard error over utterances (differences per utterance, averaged over seeds)",
@@ -579,7 +571,7 @@ def ablation_table(
         markdown_table(["variant", "KD config"], ([v.name, f"`{v.source}`"] for v in spec.variants), "ll"),
     ]
     for dset in sets:
-        scores, metrics = load_scores(spec, expdir, student_tag, dset, seeds)
+        scores, metrics = load_scores(spec, runs, dset)
         extra_means = {}
         for name, d in (extra or {}).items():
             if (summary := Experiment(name, Path(d)).summary(dset)) is not None:
@@ -591,7 +583,7 @@ def ablation_table(
                       difference_table(spec, scores, metrics, reference, pairing)]
     if not sets:
         parts += ["", "(no scores yet)"]
-    training_table = convergence_table(spec, expdir, student_tag, seeds)
+    training_table = convergence_table(spec, runs)
     if training_table:
         parts += ["", "## Convergence", "",
                   "Means over seeds of each training's model-selection criterion: the epoch of its best value, "
