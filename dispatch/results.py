@@ -239,27 +239,11 @@ def make_results(
     report: Optional[Path] = None,
     include: Sequence[Path] = (),
 ) -> str:
-    """The whole RESULTS.md text; pictures are written to ``images_dir`` when it is given.
-
-    Args:
-        models: (row name, experiment dir) in table order.
-        test_sets: test set names (``<exp>/enhanced_<set>/scoring``).
-        noisy_dir: folder with ``enhanced_<set>/scoring`` of the unprocessed input (a "noisy" row).
-        baseline: row the others are compared with (the student trained without KD).
-        command: the command that made the experiments, recorded in the header.
-        plain_kd: row every KD row is compared with; None: matched by distance (see
-            :func:`plain_kd_references`).
-        scan_dir: also add the scored experiments found here (see :func:`scan_experiments`).
-        fs: sampling rate of a config that does not record one (complexity count, KD loss band edges).
-        data_dir: folder of the test sets' data dirs (``<data_dir>/<set>/wav.scp, spk1.scp``); needed for
-            the utterance pictures.
-        images_dir: folder of the pictures; None: no pictures.
-        link_base: folder RESULTS.md is written to (links are relative to it).
-        teacher: row whose output the selection pictures use.
-        rank_metric, utts: how the pictured utterances are chosen (see :func:`utterance_pictures`).
-        report: the listening page (dispatch.bin.make_report's index.html), linked from the header.
-        include: markdown pages appended at the end with their headings one level down (ablation tables).
-    """
+    """The whole RESULTS.md text; pictures are written to ``images_dir`` when it is given. The arguments are
+    the options of ``python -m dispatch.bin.make_results`` (see its ``--help``); ``link_base`` is the folder
+    RESULTS.md is written to (its links are relative to it), ``plain_kd`` None matches each KD row's
+    reference by distance (:func:`plain_kd_references`), ``fs`` also places the KD loss band edges of a
+    config that records no rate."""
     exps = load_models(models, reserved=("noisy",))
     names = [e.name for e in exps]
     if baseline and baseline not in names:

@@ -52,24 +52,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 GRID_METRICS = ("SI_SDR", "PESQ_WB")  # the paired differences an ablation grid's picture shows
 
 
-@dataclass
-class Cell:
-    """One system's view of one utterance; paths are relative to the page."""
-
-    system: str
-    audio: str
-    spectrogram: str
-    scores: List[Tuple[str, str]]
-    selection: Optional[str] = None
-
-
-@dataclass
-class Row:
-    utt: str
-    reasons: List[str]
-    cells: List[Cell]
-
-
 @dataclass(frozen=True)
 class Column:
     """One column of the listening table: the noisy input, the clean reference or a model's output;
@@ -150,11 +132,11 @@ def _fingerprint(options: dict, files: Iterable[Path]) -> str:
 
 
 def _utterance_row(utt: str, reasons: List[str], folder: Path, page_dir: Path, columns: Sequence[Column], fs: int,
-                   scores: Dict[str, Dict[str, Scores]], masks: Dict[str, DISPatchLoss], teacher: str) -> Row:
-    """Audio, spectrogram, scores and (for DISPatch students) selection mask of every column on ``utt``,
-    the files written under ``folder``; paths in the row are relative to ``page_dir``."""
+                   scores: Dict[str, Dict[str, Scores]], masks: Dict[str, DISPatchLoss], teacher: str) -> dict:
+    """The template's row of ``utt``: per column (system) its audio, spectrogram, scores and (for DISPatch
+    students) selection mask, the files written under ``folder``; paths are relative to ``page_dir``."""
     wavs = {c.name: c.audio.mono(utt, fs) for c in columns}
-    row = Row(utt, reasons, [])
+    row = {"utt": utt, "reasons": reasons, "cells": []}
     for c in columns:
         stem = folder / safe_name(c.name)
         audio = place_audio(c.audio.path(utt), stem)
@@ -164,8 +146,9 @@ def _utterance_row(utt: str, reasons: List[str], folder: Path, page_dir: Path, c
             folder / f"{safe_name(c.name)}_selection.png", title=f"{c.name} on {utt}: patches distilled",
         ) if c.name in masks else None
         values = [(m, f"{per_utt[utt]:.3f}") for m, per_utt in scores[c.name].items() if per_utt.get(utt) is not None]
-        row.cells.append(Cell(c.name, _relative(audio, page_dir), _relative(spectrogram, page_dir), values,
-                              selection and _relative(selection, page_dir)))
+        row["cells"].append({"system": c.name, "audio": _relative(audio, page_dir), "scores": values,
+                             "spectrogram": _relative(spectrogram, page_dir),
+                             "selection": selection and _relative(selection, page_dir)})
     return row
 
 
@@ -183,20 +166,8 @@ def build_report(
     show_metrics: Sequence[str] = ("PESQ_WB", "STOI", "SI_SDR"),
     ablation_root: Optional[Path] = None,
 ) -> Path:
-    """Write ``output_dir/index.html`` and its assets; return the page's path.
-
-    Args:
-        output_dir: folder of the page (``exp/report``); its ``assets/`` is rewritten.
-        results_md: RESULTS.md, whose tables are folded at the end of the page.
-        data_dir: formatted data dir of ``test_set`` (``wav.scp`` noisy, ``spk1.scp`` clean).
-        noisy_scoring: scoring folder of the noisy input.
-        models: ``(name, experiment dir)`` in column order.
-        baseline: the student trained without KD; "" to rank gains over the noisy input.
-        teacher: the teacher, whose output the selection masks need.
-        utts, rank_metric: the choice of utterances (see :mod:`dispatch.report.choose`).
-        show_metrics: per-utterance scores printed under each player (those that were scored).
-        ablation_root: folder of the ablation grids (``exp/ablation``): each grid with a student trained
-            alone and scores of ``test_set`` gets a picture of its paired differences after the players.
+    """Write ``output_dir/index.html`` and its assets (``assets/`` is rewritten); return the page's path.
+    The arguments are the options of ``python -m dispatch.bin.make_report`` (see its ``--help``).
 
     Raises:
         TreeError: naming the option, file or utterance that is missing or malformed.
