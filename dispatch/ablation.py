@@ -134,23 +134,19 @@ def _load_kd_yaml(path: Union[str, Path], root: Path, where: str) -> Dict[str, A
     return conf
 
 
-def check_kd_config(conf: Mapping[str, Any], where: str) -> None:
-    """Build the variant's KD loss as EnhancementKDTask does (:func:`dispatch.kd_config.check_kd_options`),
-    so that bad options fail now rather than after hours of training. It is built at 16 kHz; the training
-    checks band edges in Hz again at the data's rate."""
+def _variant(name: str, base: str, conf: Dict[str, Any], overrides: Mapping[str, Any], where: str) -> Variant:
+    """The KD config ``conf`` read from ``base``, with the dotted ``overrides`` set. Its KD loss is built as
+    EnhancementKDTask does (:func:`dispatch.kd_config.check_kd_options`), so that bad options fail now
+    rather than after hours of training; at 16 kHz (the training checks band edges in Hz again at the
+    data's rate)."""
+    for key, value in overrides.items():
+        conf = set_dotted(conf, str(key), value)
     if conf.get("kd_loss") is None:
         raise AblationError(f"{where}: no kd_loss: a variant without KD is written `name: null`")
     try:
         check_kd_options(conf)
     except KDConfigError as e:
         raise AblationError(f"{where}: {e}") from e
-
-
-def _variant(name: str, base: str, conf: Dict[str, Any], overrides: Mapping[str, Any], where: str) -> Variant:
-    """The KD config ``conf`` read from ``base``, with the dotted ``overrides`` set, checked."""
-    for key, value in overrides.items():
-        conf = set_dotted(conf, str(key), value)
-    check_kd_config(conf, where)
     return Variant(name, conf, " + ".join([base, *(f"{k}={v}" for k, v in overrides.items())]))
 
 
@@ -538,15 +534,9 @@ def ablation_table(
     extra: Optional[Mapping[str, Path]] = None,
     pairing: str = "seed",
 ) -> str:
-    """The whole ablation results page (markdown) from the experiment tree.
-
-    Args:
-        spec_path: only quoted in the page.
-        expdir, student_tag: where the runs are (:func:`_runs`).
-        seeds, test_sets: default: the spec's seeds, every set scored in any run of the ablation.
-        extra: single-run rows shown above the variants, name -> experiment dir (e.g. noisy, teacher).
-        pairing: how the paired difference to the reference is taken, ``seed`` or ``utterance``.
-    """
+    """The whole ablation results page (markdown) from the runs of :func:`_runs`; ``spec_path`` is only
+    quoted, ``extra`` maps the single-run rows shown above the variants (noisy, teacher) to their
+    experiment dirs; the other arguments are ``python -m dispatch.bin.ablation table``'s options."""
     if pairing not in PAIRED:
         raise ValueError(f"pairing={pairing!r}: choose one of {sorted(PAIRED)}")
     seeds, runs, sets = _runs(spec, expdir, student_tag, seeds, test_sets)

@@ -143,17 +143,6 @@ class Layout:
 # ------------------------------------------------------------------ reading
 
 
-def read_config(exp_dir: Path) -> Dict[str, Any]:
-    """``exp_dir/config.yaml``, or {} for a folder without one (e.g. the outputs of a packed teacher)."""
-    path = exp_dir / CONFIG
-    if not path.is_file():
-        return {}
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise TreeError(f"{path}: not valid yaml: {e}") from e
-
-
 def read_scores(path: Path) -> Optional[Scores]:
     """``uttid value`` lines of a score file -> {uttid: value} ("nan": no score); None without the file."""
     if not path.is_file():
@@ -169,12 +158,6 @@ def read_scores(path: Path) -> Optional[Scores]:
         except ValueError:
             raise TreeError(f"score file {path}: utterance {utt}: {value!r} is not a number") from None
     return scores
-
-
-def mean_score(scores: Scores) -> float:
-    """Mean over the utterances that have a score (NaN if none has)."""
-    values = [v for v in scores.values() if not math.isnan(v)]
-    return sum(values) / len(values) if values else math.nan
 
 
 def _summary_json(scoring_dir: Path) -> Optional[Dict[str, Any]]:
@@ -442,7 +425,14 @@ def read_grid_differences(ablation_root: Optional[Path]) -> List[Dict[str, Any]]
 
 
 def load_experiment(name: str, exp_dir: PathLike) -> Experiment:
-    return Experiment(name, Path(exp_dir), read_config(Path(exp_dir)))
+    """The experiment with its ``config.yaml`` ({} for a folder without one, e.g. a packed teacher's outputs)."""
+    path = Path(exp_dir) / CONFIG
+    if not path.is_file():
+        return Experiment(name, Path(exp_dir))
+    try:
+        return Experiment(name, Path(exp_dir), yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except yaml.YAMLError as e:
+        raise TreeError(f"{path}: not valid yaml: {e}") from e
 
 
 def load_models(models: Sequence[Tuple[str, PathLike]], reserved: Sequence[str]) -> List[Experiment]:
@@ -492,8 +482,8 @@ def best_student(exps: Sequence[Experiment], dset: str, metric: str,
     candidates = [e for e in candidates if e.kd_loss_name] or candidates
     best, best_mean = None, -math.inf
     for e in candidates:
-        scores = e.scores(dset, metric)
-        mean = mean_score(scores) if scores else math.nan
+        values = [v for v in (e.scores(dset, metric) or {}).values() if not math.isnan(v)]  # NaN: no score
+        mean = sum(values) / len(values) if values else math.nan
         if mean > best_mean:
             best, best_mean = e, mean
     return best
