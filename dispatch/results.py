@@ -246,11 +246,11 @@ def make_results(
     config that records no rate."""
     exps = load_models(models, reserved=("noisy",))
     names = [e.name for e in exps]
-    if baseline and baseline not in names:
+    base = next((e for e in exps if e.name == baseline), None)
+    if baseline and base is None:
         raise TreeError(f"--baseline {baseline}: no such row (rows: {', '.join(names)})")
     if scan_dir is not None:
-        base_dir = next((e.exp_dir for e in exps if e.name == baseline), None)
-        exps += scan_experiments(scan_dir, exps, test_sets, base_dir)
+        exps += scan_experiments(scan_dir, exps, test_sets, base and base.exp_dir)
     plain = plain_kd_references(exps, plain_kd)
     if images_dir is not None and data_dir is not None and utts:
         check_utts(utts, set().union(*(AudioList.read("noisy", Path(data_dir) / s / "wav.scp").paths
@@ -288,29 +288,24 @@ def make_results(
     # Scores of other audio than the lists name now are refused (a row given on the command line) or
     # left out with a warning (a row found by --scan_dir): no row may describe data no longer there.
     configured = {"noisy", *names}
-
-    def current_summary(name: str, scoring_dir: Path) -> Optional[Dict[str, dict]]:
-        summary = read_summary(scoring_dir)
-        if summary is not None and (why := stale_scores(scoring_dir)):
-            message = f"{name}: the scores in {scoring_dir} are stale: {why}; rerun the scoring (stage 8)"
-            if name in configured:
-                raise TreeError(message)
-            logging.warning(f"{message}; row left out")
-            return None
-        return summary
-
     noisy = Experiment("noisy", Path(noisy_dir)) if noisy_dir is not None else None
-    by_name = {e.name: e for e in exps}
-    reference = by_name.get(baseline) or noisy  # of the gains that choose the pictured utterances
     for dset in test_sets:
         rows = []
         for e in ([noisy] if noisy else []) + exps:
-            if (summary := current_summary(e.name, e.scoring_dir(dset))) is not None:
-                rows.append(Row(e.name, summary, *complexity.get(e.name, (None, None)), plain.get(e.name)))
+            if (summary := read_summary(e.scoring_dir(dset))) is None:
+                continue
+            if why := stale_scores(e.scoring_dir(dset)):
+                message = f"{e.name}: the scores in {e.scoring_dir(dset)} are stale: {why}; rerun the scoring (stage 8)"
+                if e.name in configured:
+                    raise TreeError(message)
+                logging.warning(f"{message}; row left out")
+                continue
+            rows.append(Row(e.name, summary, *complexity.get(e.name, (None, None)), plain.get(e.name)))
         parts += ["", f"## {dset}", "", set_table(rows, baseline) if rows else "(no scores yet)"]
         if images_dir is not None and data_dir is not None and rows:
-            parts += utterance_pictures(exps, dset, Path(data_dir), Path(images_dir), teacher, reference, rank_metric,
-                                        utts, fs, link_base)
+            # The gains that choose the pictured utterances are over the baseline, else the noisy input.
+            parts += utterance_pictures(exps, dset, Path(data_dir), Path(images_dir), teacher, base or noisy,
+                                        rank_metric, utts, fs, link_base)
     parts += training_section({e.name: e.training_log() for e in exps}, images_dir and Path(images_dir), link_base)
     # The ONNX export records of stage 12, so that a rerun of this stage keeps their table.
     deployment = deployment_section([(e.name, e.exp_dir) for e in exps])
