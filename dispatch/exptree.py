@@ -466,7 +466,7 @@ def scan_experiments(scan_dir: Path, known: Sequence[Experiment], test_sets: Seq
     for d in sorted(p for p in scan_dir.iterdir() if p.is_dir()):
         if d.resolve() in seen or not (d / CONFIG).is_file() or SEED_RUN.search(d.name):
             continue
-        if not any(read_summary(d / f"enhanced_{s}" / "scoring") is not None for s in test_sets):
+        if not any(Experiment(d.name, d).summary(s) is not None for s in test_sets):
             continue
         name = d.name[len(prefix):] if prefix and d.name.startswith(prefix) else d.name
         found.append(load_experiment(d.name if name in names else name, d))

@@ -29,7 +29,6 @@ from dispatch.exptree import (
     TreeError,
     load_models,
     ordered_metrics,
-    read_summary,
     scan_experiments,
     stale_scores,
 )
@@ -173,14 +172,13 @@ def training_section(logs: Dict[str, TrainingLog], images_dir: Optional[Path], l
     statistics and the selected fraction per band of the KD rows ([] when no row has statistics)."""
     cost = training_cost_table(logs)
     trained = {name: log for name, log in logs.items() if log}
-    selecting = {name: log for name, log in trained.items() if selection_keys(log)}
     pictures = {}
     if images_dir is not None and trained:
         pictures["training curves"] = save_training_curves_png(
             trained, images_dir / "training_curves.png", keys=CURVE_KEYS)
-    if images_dir is not None and selecting:
+    if images_dir is not None and any(map(selection_keys, trained.values())):  # the KD rows that select bins
         pictures["fraction of bins selected for KD per frequency band"] = save_band_selection_png(
-            selecting, images_dir / "band_selection.png")
+            trained, images_dir / "band_selection.png")
     if not (cost or pictures):
         return []
     return ["", "## Training", "", *([cost, ""] if cost else []),
@@ -292,7 +290,7 @@ def make_results(
     for dset in test_sets:
         rows = []
         for e in ([noisy] if noisy else []) + exps:
-            if (summary := read_summary(e.scoring_dir(dset))) is None:
+            if (summary := e.summary(dset)) is None:
                 continue
             if why := stale_scores(e.scoring_dir(dset)):
                 message = f"{e.name}: the scores in {e.scoring_dir(dset)} are stale: {why}; rerun the scoring (stage 8)"
