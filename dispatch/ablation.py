@@ -489,10 +489,6 @@ def convergence_table(spec: AblationSpec, runs: Runs) -> str:
     return markdown_table(header, rows, "lrrrrr") if rows else ""
 
 
-def _number(x: float) -> Optional[float]:
-    return None if math.isnan(x) else x  # JSON has no NaN
-
-
 def baseline_differences(
     spec: AblationSpec,
     expdir: Path,
@@ -518,7 +514,8 @@ def baseline_differences(
         scores, metrics = load_scores(spec, runs, dset)
         diffs = paired_differences(spec, scores, metrics, spec.baseline.name, pairing)
         out["sets"][dset] = {
-            m: {name: dict(zip(("mean", "low", "high"), map(_number, (d[m].mean, *interval(d[m], level)))), n=d[m].n)
+            m: {name: {**{k: None if math.isnan(x) else x  # JSON has no NaN
+                          for k, x in zip(("mean", "low", "high"), (d[m].mean, *interval(d[m], level)))}, "n": d[m].n}
                 for name, d in diffs.items() if d[m].n > 0}
             for m in metrics}
     return out

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from dispatch.data.atomic import atomic_path
-from dispatch.data.audio import AudioInfo, probe, read_audio, write_wav
+from dispatch.data.audio import probe, read_audio, write_wav
 
 # Formats that Chromium, Firefox and Safari all play from an <audio> element.
 BROWSER_FORMATS = {("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("FLAC", "PCM_24")}
@@ -16,10 +16,6 @@ BROWSER_FORMATS = {("WAV", "PCM_16"), ("FLAC", "PCM_16"), ("FLAC", "PCM_24")}
 def safe_name(name: str) -> str:
     """``name`` reduced to characters that need no escaping in a file name or a relative URL."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
-def browser_playable(info: AudioInfo) -> bool:
-    return (info.format, info.subtype) in BROWSER_FORMATS
 
 
 def place_audio(src: Path, dst_stem: Path) -> Path:
@@ -33,7 +29,7 @@ def place_audio(src: Path, dst_stem: Path) -> Path:
         ValueError: naming ``src`` when it is missing, truncated or not audio.
     """
     info = probe(src)
-    if not browser_playable(info):
+    if (info.format, info.subtype) not in BROWSER_FORMATS:
         dst = dst_stem.with_suffix(".wav")
         write_wav(dst, read_audio(src, info.samplerate), info.samplerate)
         return dst
