@@ -29,6 +29,7 @@ from dispatch.exptree import (
     TreeError,
     load_models,
     ordered_metrics,
+    read_summary,
     scan_experiments,
     stale_scores,
 )
@@ -290,7 +291,7 @@ def make_results(
     for dset in test_sets:
         rows = []
         for e in ([noisy] if noisy else []) + exps:
-            if (summary := e.summary(dset)) is None:
+            if (summary := read_summary(e.scoring_dir(dset))) is None:
                 continue
             if why := stale_scores(e.scoring_dir(dset)):
                 message = f"{e.name}: the scores in {e.scoring_dir(dset)} are stale: {why}; rerun the scoring (stage 8)"
