@@ -224,9 +224,10 @@ def test_fast_loss_matches_reference_on_ties(name):
         check_against_reference(loss, names, S, T, Y, fv)
 
 
-def test_tie_data_has_ties_at_the_threshold():
+@pytest.mark.parametrize("integer_magnitudes", [False, True])
+def test_tie_data_has_ties_at_the_threshold(integer_magnitudes):
     """The tie inputs do tie at the threshold, so the ties tests can tell ``>=`` from ``>``."""
-    S, T, Y = tied_specs()
+    S, T, Y = tied_specs(integer_magnitudes=integer_magnitudes)
     loss = DISPatchLoss(distance="mag_l2", patch=(4, 1), topk=0.5, n_fft=64)
     layout = loss.layout(T, None)
     d = loss.band_distance

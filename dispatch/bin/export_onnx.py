@@ -11,9 +11,8 @@ and opset, onnxruntime vs PyTorch parity on the test utterances (worst SI-SDR an
 difference), the real-time factors of both on one CPU thread, and for a causal Conv-TasNet or a DCCRN(-CL)
 the streaming check on the first ``--stream_utts`` utterances (block-by-block output against the offline
 output, algorithmic latency = window + lookahead, per-block real-time factor; ``dispatch.export.streaming``),
-in PyTorch and with
-``model.stream.onnx``, the stream step as an ONNX graph with its state as inputs/outputs. A model
-that cannot be exported gets a record naming the operator that blocked it; the exit status is then 0 unless
+in PyTorch and with ``model.stream.onnx``, the stream step as an ONNX graph with its state as inputs/outputs.
+A model that cannot be exported gets a record naming the operator that blocked it; the exit status is then 0 unless
 ``--require true`` (also required: parity at least ``--min_parity_db``). ``python -m dispatch.export.report``
 writes the Deployment table of the records into RESULTS.md.
 """
