@@ -247,6 +247,12 @@ def test_cli_exports_checks_streams_and_writes_the_table(tmp_path):
     assert "over 2 utt.)" in table  # the streaming check's utterance count is in the streaming cell
 
 
+def test_cli_refuses_a_negative_utterance_count(capsys):
+    with pytest.raises(SystemExit):
+        export_cli.main(["--name", "kd", "--model", "m", "--output_dir", "o", "--stream_utts", "-1"])
+    assert "--stream_utts -1: expected a count >= 0" in capsys.readouterr().err
+
+
 def test_cli_streams_a_dccrn_cl(tmp_path):
     exp = tmp_path / "student"
     trained_model(tiny_dccrn(tmp_path), exp)

@@ -124,6 +124,9 @@ def main(cmd: Optional[List[str]] = None) -> int:
     if not args.model or not len(args.name) == len(args.model) == len(args.output_dir):
         parser.error("give --name, --model and --output_dir once per model "
                      f"(got {len(args.name)}, {len(args.model)}, {len(args.output_dir)})")
+    for opt in ("max_utts", "rtf_utts", "stream_utts"):
+        if getattr(args, opt) < 0:
+            parser.error(f"--{opt} {getattr(args, opt)}: expected a count >= 0")
     for d in args.data_dir:
         if not (d / "wav.scp").is_file():
             parser.error(f"--data_dir {d}: {d / 'wav.scp'} does not exist")
